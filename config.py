@@ -1,0 +1,176 @@
+"""The one configuration every pfp-mini script shares, and its scale presets.
+
+A single flat dataclass (nanoGPT's GPTConfig habit) rather than one per component: the DiT,
+the compressor phi and the training loop all depend on the same geometry (frame size, history
+length, latent factors, patch, width), and one object stored in every checkpoint means
+`sample.py --ckpt X` needs no other flag. Every field is a command-line flag; a flag
+overrides the preset chosen with --scale.
+
+    python config.py --scale paper      # print a resolved preset
+"""
+import argparse
+import sys
+from dataclasses import dataclass, fields, asdict
+
+
+@dataclass
+class Config:
+    # --- video geometry -------------------------------------------------------------------
+    height: int = 32           # frame height in pixels
+    width: int = 32            # frame width in pixels
+    history: int = 16          # frames in the history H that phi compresses
+    frame_stride: int = 2      # real videos: keep every n-th decoded frame
+    # --- the latent stand-in (latent.py): space-to-depth, a lossless "VAE" ------------------
+    vae_space: int = 2         # pixels per latent cell along height and width (paper's VAE: 8)
+    vae_time: int = 1          # frames per latent frame (paper's VAE: 4)
+    # --- the video DiT G (dit.py) -----------------------------------------------------------
+    patch: int = 2             # DiT patchifier 1 x patch x patch over latent cells (paper: 1x2x2)
+    dim: int = 192             # hidden width D; memory tokens live in it too (paper: 3072)
+    depth: int = 4             # transformer blocks
+    heads: int = 4             # attention heads (head dim = dim / heads, split 3-ways by RoPE)
+    mlp_ratio: int = 4
+    rope_base: float = 100.0   # RoPE frequency base; positions are small integers here [ours]
+    cross_attn: bool = False   # paper's enhancement: every block also cross-attends to memory
+    # --- the compressor phi (compressor.py) -------------------------------------------------
+    compressor: str = "pfp"    # pfp | only_lr | without_lr | large_patchifier | none
+    rate: str = "4x4x2"        # h x w x t compression relative to the DiT's token grid
+    hr_channels: int = 32      # width of the HR branch's full-resolution 3D convolutions
+    hr_blocks: int = 1         # attention blocks of the HR branch over the compressed grid
+    # --- stage-1 objective (train_pfp.py) ---------------------------------------------------
+    omega: str = "random"      # random: targets uniform over the history | last: the "cheat"
+    targets: int = 2           # |Omega|, frames reconstructed per history per step
+    noise_as_mask: bool = False  # [ours, flag] add the non-selected frames as noised tokens
+    mask_noise_min: float = 0.2  # their noise level ~ U[mask_noise_min, 1] (paper: "about 0.2")
+    t_mean: float = 0.0        # logit-normal timestep sampling: t = sigmoid(N(t_mean, t_std))
+    t_std: float = 1.0
+    t_shift: float = 1.0       # SD3-style shift; > 1 spends more steps at high noise
+    sample_steps: int = 16     # Euler steps for retrieval
+    # --- optimisation -----------------------------------------------------------------------
+    steps: int = 1600
+    batch: int = 16
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema: float = 0.995
+    seed: int = 0
+    # --- data, evaluation, output -----------------------------------------------------------
+    data: str = "synthetic"    # "synthetic" or a folder of .mp4/.webm/.gif videos
+    train_videos: int = 1024   # synthetic training videos generated at start
+    val_videos: int = 16       # held-out videos (synthetic: disjoint seeds; folder: last clips)
+    eval_every: int = 400
+    log_every: int = 20
+    out: str = ""              # run folder; default runs/<name>
+    threads: int = 0           # torch CPU threads; 0 keeps PyTorch's default
+
+    # derived sizes, written once here so every file agrees
+    @property
+    def latent_channels(self) -> int:
+        return 3 * self.vae_space ** 2 * self.vae_time
+
+    @property
+    def latent_frames(self) -> int:
+        return self.history // self.vae_time
+
+    @property
+    def token_grid(self) -> tuple:
+        """(frames, rows, cols) of DiT tokens for the whole history."""
+        s = self.vae_space * self.patch
+        return self.latent_frames, self.height // s, self.width // s
+
+    @property
+    def rate_hwt(self) -> tuple:
+        h, w, t = (int(r) for r in self.rate.split("x"))
+        return h, w, t
+
+
+SCALES = {
+    # CPU minutes: 32x32 frames, 16-frame history, 8x8 tokens a frame, 32 memory tokens at 4x4x2
+    "tiny": Config(),
+    # one GPU, hours: 128x128, 64-frame history, 16x16 tokens a frame
+    "small": Config(height=128, width=128, history=64, vae_space=4, dim=512, depth=8, heads=8,
+                    hr_channels=64, hr_blocks=2, targets=4, steps=40_000, batch=32, lr=3e-4,
+                    warmup=1000, ema=0.999, train_videos=8192, eval_every=2000, rope_base=1000.0),
+    # the paper's shapes: 20 s of 480x832 at 24 fps, an 8x8x4 VAE, a 3072-wide DiT; counts only
+    "paper": Config(height=480, width=832, history=480, vae_space=8, vae_time=4, dim=3072,
+                    depth=40, heads=24, hr_channels=128, hr_blocks=2, targets=4, batch=1,
+                    lr=1e-4, rope_base=10000.0),
+}
+COMPRESSORS = ["pfp", "only_lr", "without_lr", "large_patchifier", "none"]
+
+
+class ConfigError(ValueError):
+    """A bad setting: the message is one line naming the problem and the fix."""
+
+
+def fail(message: str):
+    """One line on stderr and exit code 2: how every script reports bad input."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check(cfg: Config, rate_must_divide: bool = True) -> Config:
+    """Raise ConfigError for a setting no model can be built from.
+
+    rate_must_divide=False lets token counting pad the grid as the paper does (30 rows at 4x4 -> 8).
+    """
+    if cfg.compressor not in COMPRESSORS:
+        raise ConfigError(f"unknown --compressor {cfg.compressor!r}: choose from {', '.join(COMPRESSORS)}")
+    try:
+        rh, rw, rt = cfg.rate_hwt
+        assert min(rh, rw, rt) >= 1
+    except (ValueError, AssertionError):
+        raise ConfigError(f"--rate {cfg.rate!r} is not HxWxT with positive integers: try 4x4x2, 2x2x2 or 2x2x1")
+    s = cfg.vae_space * cfg.patch
+    if cfg.height % s or cfg.width % s:
+        raise ConfigError(f"--height/--width {cfg.height}x{cfg.width} must be multiples of vae_space*patch = {s}")
+    if cfg.history % cfg.vae_time:
+        raise ConfigError(f"--history {cfg.history} must be a multiple of --vae_time {cfg.vae_time}")
+    f, r, c = cfg.token_grid
+    if rate_must_divide and (f % rt or r % rh or c % rw):
+        raise ConfigError(f"--rate {cfg.rate} does not divide the token grid {r}x{c}x{f} (h x w x t): "
+                          f"pick factors of it or change --height/--width/--history")
+    if cfg.dim % cfg.heads or (cfg.dim // cfg.heads) % 2:
+        raise ConfigError(f"--dim {cfg.dim} must be divisible by --heads {cfg.heads} into an even head dim")
+    if cfg.omega not in ("random", "last"):
+        raise ConfigError(f"unknown --omega {cfg.omega!r}: choose random or last")
+    if not 1 <= cfg.targets <= cfg.latent_frames:
+        raise ConfigError(f"--targets {cfg.targets} must be between 1 and the {cfg.latent_frames} latent frames of the history")
+    for name in ("steps", "batch", "sample_steps", "train_videos", "val_videos", "eval_every", "log_every",
+                 "frame_stride", "depth", "hr_channels"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name} must be a positive integer, got {getattr(cfg, name)}")
+    if not (0 <= cfg.ema < 1 and cfg.lr > 0 and 0 <= cfg.mask_noise_min <= 1):
+        raise ConfigError("--ema must be in [0, 1), --lr > 0 and --mask_noise_min in [0, 1]")
+    return cfg
+
+
+def add_config_flags(parser: argparse.ArgumentParser):
+    """--scale plus one flag per Config field; a flag left unset keeps the preset's value."""
+    parser.add_argument("--scale", default="tiny", choices=list(SCALES), help="preset to start from (default tiny)")
+    parse_bool = lambda s: s.lower() in ("1", "true", "yes", "on")
+    for f in fields(Config):
+        kind = parse_bool if f.type is bool else f.type
+        choices = {"compressor": COMPRESSORS, "omega": ["random", "last"]}.get(f.name)
+        parser.add_argument(f"--{f.name}", type=kind, default=None, choices=choices,
+                            help=f"(tiny preset: {getattr(SCALES['tiny'], f.name)!r})")
+    parser.error = fail  # argparse's own errors become one line with exit code 2
+
+
+def config_from_args(args: argparse.Namespace, rate_must_divide: bool = True) -> Config:
+    values = asdict(SCALES[args.scale])
+    values.update({k: v for k, v in vars(args).items() if k in values and v is not None})
+    return check(Config(**values), rate_must_divide)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flags(parser)
+    try:
+        cfg = config_from_args(parser.parse_args(), rate_must_divide=False)
+    except ConfigError as e:
+        fail(str(e))
+    for k, v in asdict(cfg).items():
+        print(f"{k:>16} = {v}")
+    print(f"{'latent':>16} = {cfg.latent_frames} x {cfg.latent_channels} x {cfg.height // cfg.vae_space} x {cfg.width // cfg.vae_space}")
+    print(f"{'token grid':>16} = {cfg.token_grid} (frames, rows, cols)")

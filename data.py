@@ -1,0 +1,291 @@
+"""Data: the videos whose history the memory compressor must preserve.
+
+PFP pretrains its compressor on long real videos so that any frame of the history, with its
+high-frequency detail (faces, text, texture), can be rebuilt from the compressed memory
+(PAPER.md, "The idea"). We cannot ship millions of videos, so this file offers two sources:
+
+- a synthetic world, generated from a seed: a textured background (gratings, a checkerboard,
+  colour blobs) seen by a panning camera, and 2-4 patterned sprites (stripes, checks, big
+  letters) that move, leave the frame and come back. It is rich in fine detail that moves out
+  of view, which is exactly what a history compressor must remember, yet small enough for a
+  tiny model at 32x32 pixels.
+- a folder of real videos (.mp4/.webm/.gif/...), cut into square clips, cached on disk.
+
+Videos are (T, C, H, W) float32 tensors in [-1, 1], batches (B, T, C, H, W); letters: T frames,
+C=3 colour channels, S the side of the square frame. Run the demo with
+
+    python data.py [folder_of_videos]
+"""
+import colorsys
+import functools
+import os
+import sys
+import time
+
+import imageio
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from tqdm import tqdm
+
+
+class DataError(ValueError):
+    """A bad input: the message is one line naming the problem and the fix."""
+
+
+# ----------------------------------------------------------------------------- synthetic world
+TRAIN_SEED_OFFSET = 0  # train videos use seeds 0, 1, 2, ...
+VAL_SEED_OFFSET = 1_000_000  # validation videos use seeds 1_000_000 + i: disjoint from train
+LETTERS = "ABEFGHKMPRSWXZ"  # letters with distinctive shapes that stay readable at ~10 px
+
+
+def contrasting_colours(rng):
+    """Two RGB colours in [0, 1] of different hue, one dark and one bright: a pattern drawn
+    with them keeps strong edges whatever the palette. Returns a (2, 3) float32 array."""
+    hue = rng.uniform()
+    dark = colorsys.hsv_to_rgb(hue, rng.uniform(0.4, 1.0), rng.uniform(0.05, 0.4))
+    bright = colorsys.hsv_to_rgb((hue + rng.uniform(0.2, 0.8)) % 1.0, rng.uniform(0.3, 1.0), rng.uniform(0.7, 1.0))
+    pair = np.array([dark, bright], dtype=np.float32)
+    return pair if rng.uniform() < 0.5 else pair[::-1].copy()
+
+
+def smooth_noise(rng, grid, side):
+    """Low-pass noise: a random grid x grid field upsampled to (side, side), values in [0, 1]."""
+    coarse = Image.fromarray(rng.uniform(size=(grid, grid)).astype(np.float32))
+    return np.clip(np.asarray(coarse.resize((side, side), Image.Resampling.BICUBIC)), 0.0, 1.0)
+
+
+def textured_canvas(rng, size):
+    """The world behind the sprites: a (2S, 2S, 3) float32 image in [0, 1], twice the frame so
+    that the panning camera sees parts of it leave the view and come back."""
+    side = 2 * size
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)  # (2S, 2S) each
+    layers = []
+    for _ in range(2):  # two oriented gratings, from soft sinusoids to hard square waves
+        period = max(2.0, rng.uniform(3 / 32, 12 / 32) * size)  # 3..12 px at S=32
+        angle, phase, sharpness = rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi), rng.uniform(1, 6)
+        wave = np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period + phase)
+        profile = 0.5 + 0.5 * np.tanh(sharpness * wave) / np.tanh(sharpness)  # (2S, 2S) in [0, 1]
+        dark, bright = contrasting_colours(rng)
+        layers.append(dark + (bright - dark) * profile[..., None])  # (2S, 2S, 3)
+    layers.append(np.stack([smooth_noise(rng, 4, side) for _ in range(3)], axis=-1))  # colour blobs
+    # Each layer owns the regions where its own smooth field is largest; the sharp softmax
+    # gives patches of texture with short, soft borders.
+    fields = np.stack([smooth_noise(rng, 3, side) for _ in layers])  # (3, 2S, 2S)
+    weights = np.exp(15.0 * (fields - fields.max(axis=0)))
+    weights /= weights.sum(axis=0)
+    canvas = np.einsum("lyx,lyxc->yxc", weights, np.stack(layers)).astype(np.float32)  # (2S, 2S, 3)
+
+    cell = max(1, round(rng.uniform(0.06, 0.19) * size))  # checker squares of 2..6 px at S=32
+    height, width = rng.integers(int(0.4 * size), int(0.9 * size) + 1, size=2)
+    top, left = rng.integers(0, side - height + 1), rng.integers(0, side - width + 1)
+    checks = ((yy[:height, :width] // cell + xx[:height, :width] // cell) % 2)[..., None]  # (h, w, 1)
+    dark, bright = contrasting_colours(rng)
+    canvas[top : top + height, left : left + width] = dark + (bright - dark) * checks
+    return canvas
+
+
+@functools.lru_cache(maxsize=None)
+def letter_glyph(letter):
+    """A big bold letter as a greyscale PIL image (255 = ink), cropped to its ink; rendered
+    once per letter, then resized for each sprite. Needs Pillow >= 10.1 (sized default font)."""
+    image = Image.new("L", (96, 96))
+    font = ImageFont.load_default(size=64)
+    ImageDraw.Draw(image).text((48, 48), letter, fill=255, font=font, anchor="mm", stroke_width=3, stroke_fill=255)
+    return image.crop(image.getbbox())
+
+
+def sprite_pattern(rng, height, width, size):
+    """A sprite's look, drawn once per video: (height, width, 3) colours in [0, 1] and a
+    (height, width) bool mask of the pixels it covers (a rectangle or an ellipse)."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)  # (h, w) each
+    kind = rng.integers(3)
+    if kind == 0:  # stripes
+        period = max(2.0, rng.uniform(0.08, 0.2) * size)
+        angle = rng.uniform(0, np.pi)
+        profile = (np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period) > 0).astype(np.float32)
+    elif kind == 1:  # checks
+        cell = max(1, round(rng.uniform(0.05, 0.12) * size))
+        profile = ((yy // cell + xx // cell) % 2).astype(np.float32)
+    else:  # a letter filling most of the sprite
+        glyph = letter_glyph(LETTERS[rng.integers(len(LETTERS))])
+        inner_w, inner_h = max(1, round(0.8 * width)), max(1, round(0.85 * height))
+        profile = np.zeros((height, width), dtype=np.float32)
+        top, left = (height - inner_h) // 2, (width - inner_w) // 2
+        inked = glyph.resize((inner_w, inner_h), Image.Resampling.BILINEAR)
+        profile[top : top + inner_h, left : left + inner_w] = np.asarray(inked, dtype=np.float32) / 255
+    dark, bright = contrasting_colours(rng)
+    colours = dark + (bright - dark) * profile[..., None]  # (h, w, 3)
+    if rng.uniform() < 0.5:
+        mask = np.ones((height, width), dtype=bool)
+    else:
+        mask = ((yy + 0.5 - height / 2) / (height / 2)) ** 2 + ((xx + 0.5 - width / 2) / (width / 2)) ** 2 <= 1
+    # A one-pixel near-black outline makes the sprite an object that stands out from the texture.
+    padded = np.pad(mask, 1)  # (h + 2, w + 2), False outside
+    interior = mask & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    colours[mask & ~interior] = 0.05
+    return colours, mask
+
+
+def synthetic_video(seed: int, frames: int, size: int) -> torch.Tensor:
+    """(T, 3, size, size) in [-1, 1], fully deterministic given (seed, frames, size)."""
+    if size < 8 or frames < 1:
+        raise DataError(f"synthetic videos need size >= 8 and frames >= 1, got size={size}, "
+                        f"frames={frames}: raise --height/--width or --history")
+    rng = np.random.default_rng(seed)
+    time_steps = np.arange(frames, dtype=np.float64)  # (T,)
+    pixel = np.arange(size)  # (S,)
+
+    # Camera: constant velocity over the 2S canvas, bouncing off its edges (a triangle wave),
+    # 0.3..1.5 px/frame at S=32. Integer positions keep every texture edge sharp.
+    canvas = textured_canvas(rng, size)  # (2S, 2S, 3)
+    travel = size  # the camera's top-left corner moves within [0, S] on each axis
+    speed, angle = rng.uniform(0.3, 1.5) * size / 32, rng.uniform(0, 2 * np.pi)
+    camera = []
+    for start, velocity in zip(rng.uniform(0, travel, size=2), (speed * np.sin(angle), speed * np.cos(angle))):
+        folded = np.mod(start + velocity * time_steps, 2 * travel)
+        camera.append(np.rint(np.where(folded > travel, 2 * travel - folded, folded)).astype(int))  # (T,)
+    rows = camera[0][:, None] + pixel  # (T, S) canvas row of each frame row
+    cols = camera[1][:, None] + pixel  # (T, S) canvas column of each frame column
+    video = canvas[rows[:, :, None], cols[:, None, :]]  # (T, S, S, 3)
+
+    # Sprites: constant velocity, 0.5..2 px/frame at S=32, wrapping around a region larger
+    # than the frame, so that each one leaves on one side and comes back on the other.
+    for _ in range(rng.integers(2, 5)):
+        height, width = np.maximum(2, np.rint(rng.uniform(0.25, 0.45, size=2) * size)).astype(int)
+        colours, mask = sprite_pattern(rng, height, width, size)
+        speed, angle = rng.uniform(0.5, 2.0) * size / 32, rng.uniform(0, 2 * np.pi)
+        offsets = []  # per axis: the frame pixel minus the sprite's top-left corner, (T, S)
+        for extent, velocity in ((height, speed * np.sin(angle)), (width, speed * np.cos(angle))):
+            loop = size + extent + rng.uniform(0, 0.5) * size  # the sprite is hidden for part of each loop
+            start = rng.uniform(extent, size)  # the first frame shows the whole sprite
+            corner = np.floor(np.mod(start + velocity * time_steps, loop)).astype(int) - extent  # (T,)
+            offsets.append(pixel - corner[:, None])  # (T, S)
+        inside_rows = (offsets[0] >= 0) & (offsets[0] < height)  # (T, S)
+        inside_cols = (offsets[1] >= 0) & (offsets[1] < width)  # (T, S)
+        sprite_rows = np.clip(offsets[0], 0, height - 1)[:, :, None]  # (T, S, 1)
+        sprite_cols = np.clip(offsets[1], 0, width - 1)[:, None, :]  # (T, 1, S)
+        covered = mask[sprite_rows, sprite_cols] & inside_rows[:, :, None] & inside_cols[:, None, :]  # (T, S, S)
+        video = np.where(covered[..., None], colours[sprite_rows, sprite_cols], video)  # (T, S, S, 3)
+
+    video = torch.from_numpy(np.ascontiguousarray(video, dtype=np.float32))  # (T, S, S, 3) in [0, 1]
+    return (video.permute(0, 3, 1, 2) * 2 - 1).contiguous()  # (T, 3, S, S) in [-1, 1]
+
+
+def synthetic_videos(seeds, frames: int, size: int, progress: bool = False) -> torch.Tensor:
+    """(N, T, 3, size, size) float in [-1,1] -- stacks synthetic_video over seeds, with a tqdm bar if progress."""
+    seeds = list(seeds)
+    videos = torch.empty(len(seeds), frames, 3, size, size)  # (N, T, 3, S, S), filled in place: no stack copy
+    for index, seed in enumerate(tqdm(seeds, desc="synthetic videos", disable=not progress)):
+        videos[index] = synthetic_video(seed, frames, size)
+    return videos
+
+
+# ----------------------------------------------------------------------------- real videos
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".gif", ".mov", ".avi", ".mkv")
+
+
+def square_frame_hwc_uint8(frame, size):
+    """Any decoded frame (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8 -> (S, S, 3) uint8:
+    converted to RGB, short side resized to S with antialiasing, centre-cropped."""
+    image = Image.fromarray(frame[..., 0] if frame.ndim == 3 and frame.shape[2] == 1 else frame)
+    image = image.convert("RGB")  # grayscale, palette and RGBA frames all become RGB
+    width, height = image.size
+    scale = size / min(width, height)
+    new_width, new_height = max(size, round(width * scale)), max(size, round(height * scale))
+    # reducing_gap: a box (area) reduction by an integer factor first, then bilinear: fast and alias-free.
+    image = image.resize((new_width, new_height), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    left, top = (new_width - size) // 2, (new_height - size) // 2
+    return np.asarray(image.crop((left, top, left + size, top + size)))
+
+
+def load_video_thwc_uint8(path, size, frame_stride):
+    """Decode a video file, keeping every frame_stride-th frame, each resized and cropped to
+    S x S as soon as it is decoded (no full-HD frame is kept). Returns (T, S, S, 3) uint8."""
+    try:
+        with imageio.v2.get_reader(path) as reader:
+            frames = [square_frame_hwc_uint8(frame, size) for index, frame in enumerate(reader) if index % frame_stride == 0]
+    except Exception as error:  # imageio, ffmpeg and Pillow raise many types (OSError, SyntaxError, EOFError, ...)
+        reason = str(error).strip().split("\n")[0]
+        raise DataError(f"cannot decode video file '{path}' ({type(error).__name__}: {reason}): "
+                        "re-encode it (e.g. H.264 .mp4) or remove it from the folder") from error
+    if not frames:
+        raise DataError(f"video file '{path}' has no frames: re-encode it or remove it from the folder")
+    return np.stack(frames)  # (T, S, S, 3)
+
+
+def cached_video_thwc_uint8(path, size, frame_stride, cache_dir):
+    """load_video_thwc_uint8, stored once in cache_dir as .npy: decoding HD video takes seconds,
+    loading the small result takes milliseconds. The key changes when the file does."""
+    stat = os.stat(path)
+    key = f"{os.path.basename(path)}.{stat.st_size}B.{stat.st_mtime_ns}.{size}px.stride{frame_stride}.npy"
+    cache_path = os.path.join(cache_dir, key)
+    if os.path.exists(cache_path):
+        return np.load(cache_path)
+    video = load_video_thwc_uint8(path, size, frame_stride)  # (T, S, S, 3)
+    os.makedirs(cache_dir, exist_ok=True)
+    with open(cache_path + ".partial", "wb") as file:
+        np.save(file, video)
+    os.replace(cache_path + ".partial", cache_path)  # atomic: an interrupted run leaves no truncated cache
+    return video
+
+
+class VideoTooShort(DataError):
+    """A video with fewer frames than one clip needs."""
+
+
+def video_file_clips(path: str, frames: int, size: int, frame_stride: int = 2, cache_dir: str = "runs/cache") -> torch.Tensor:
+    """One video file -> (n_clips, T, 3, S, S) float in [-1, 1], non-overlapping clips of `frames`."""
+    if not os.path.isfile(path):
+        raise DataError(f"video file '{path}' does not exist: pass an existing .mp4/.webm/.gif file")
+    video = cached_video_thwc_uint8(path, size, frame_stride, cache_dir)  # (F, S, S, 3)
+    n_clips = len(video) // frames
+    if n_clips == 0:
+        raise VideoTooShort(f"'{os.path.basename(path)}' has {len(video)} frames after frame_stride={frame_stride}")
+    video = torch.from_numpy(video[: n_clips * frames]).reshape(n_clips, frames, size, size, 3)  # (n_clips, T, S, S, 3)
+    return video.permute(0, 1, 4, 2, 3).float() / 127.5 - 1  # (n_clips, T, 3, S, S) in [-1, 1]
+
+
+def video_folder_clips(folder: str, frames: int, size: int, frame_stride: int = 2, cache_dir: str = "runs/cache") -> dict:
+    """Decode every .mp4/.webm/.gif/.mov/.avi/.mkv in `folder` (sorted by name), resize the short
+    side to `size` and centre-crop, keep every `frame_stride`-th frame, and cut each video into
+    non-overlapping clips of `frames` frames. Returns {filename: (n_clips, T, 3, S, S) float in
+    [-1, 1]}, one entry per file long enough for one clip; shorter files are skipped with a
+    warning, and it is an error if no file is long enough."""
+    if frames < 1 or size < 1 or frame_stride < 1:
+        raise DataError(f"need frames, size and frame_stride >= 1, got {frames}, {size}, {frame_stride}: "
+                        "fix --history, --height/--width or --frame_stride")
+    if not os.path.isdir(folder):
+        raise DataError(f"video folder '{folder}' does not exist: "
+                        "pass --data synthetic or a folder of .mp4/.webm/.gif files")
+    names = sorted(name for name in os.listdir(folder)
+                   if name.lower().endswith(VIDEO_EXTENSIONS) and os.path.isfile(os.path.join(folder, name)))
+    if not names:
+        raise DataError(f"video folder '{folder}' holds no {'/'.join(VIDEO_EXTENSIONS)} files: "
+                        "add some or pass --data synthetic")
+
+    clips, too_short = {}, []
+    for name in names:
+        try:
+            clips[name] = video_file_clips(os.path.join(folder, name), frames, size, frame_stride, cache_dir)
+        except VideoTooShort as e:
+            too_short.append(str(e))
+    if not clips:
+        raise DataError(f"no video in '{folder}' has {frames} frames: {'; '.join(too_short)}; lower --history or --frame_stride")
+    for message in too_short:
+        print(f"warning: skipping {message}, fewer than {frames}: lower --history or --frame_stride to use it", file=sys.stderr)
+    return clips
+
+
+if __name__ == "__main__":
+    video = synthetic_video(seed=0, frames=16, size=32)
+    print(f"synthetic_video(seed=0, frames=16, size=32): {tuple(video.shape)} (T, C, H, W), "
+          f"range [{video.min():.2f}, {video.max():.2f}]")
+    start = time.time()
+    videos = synthetic_videos(range(VAL_SEED_OFFSET, VAL_SEED_OFFSET + 100), frames=16, size=32)
+    print(f"100 validation videos: {tuple(videos.shape)} (B, T, C, H, W) in {time.time() - start:.2f} s")
+    horizontal_detail = (videos[..., 1:] - videos[..., :-1]).abs().mean()
+    print(f"mean |horizontal neighbour difference| = {horizontal_detail:.3f} (a measure of fine detail)")
+    if len(sys.argv) > 1:
+        for name, clip in video_folder_clips(sys.argv[1], frames=16, size=32, frame_stride=4).items():
+            print(f"{name}: {tuple(clip.shape)} (clips, T, C, H, W)")

@@ -1,0 +1,205 @@
+"""The video diffusion transformer G (PAPER.md, "Equations"; FramePack-style context).
+
+G(x_t, t, phi(H)) predicts the flow velocity of noisy latent frames x_t given memory tokens
+phi(H). The memory tokens are concatenated *before* the noisy tokens in one sequence
+(FramePack), every token attends to every token, and only the noisy tokens' velocities come
+out. Positions are 3D RoPE over (frame, row, column) in DiT-token units: a memory token sits
+at the centre of the patch it summarises, so "the memory of my own place and time" is simply
+the nearby key in every head [ours, as FramePack pools RoPE for packed tokens].
+
+Each block is adaLN-modulated (DiT) by the noise level of its token's frame; memory tokens are
+clean (t = 0). With cfg.cross_attn (the paper's enhancement), every block also cross-attends
+to the memory.
+
+    python dit.py --scale tiny      # shapes, token counts and parameter count
+
+Letters: B batch, F noisy frames, M memory tokens, N sequence tokens, D width, C latent channels.
+"""
+import argparse
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from config import Config, add_config_flags, config_from_args, ConfigError, fail
+
+
+# --- 3D rotary positions ------------------------------------------------------------------
+def rope_angles(pos: torch.Tensor, head_dim: int, base: float) -> tuple:
+    """pos (..., N, 3) float (frame, row, col) -> cos, sin (..., N, head_dim/2).
+    The head_dim/2 rotation pairs are split over the three axes; time takes the remainder."""
+    pairs = head_dim // 2
+    per_axis = [pairs - 2 * (pairs // 3), pairs // 3, pairs // 3]
+    angles = []
+    for axis, n in enumerate(per_axis):
+        freqs = base ** (-torch.arange(n, dtype=torch.float32, device=pos.device) / max(n, 1))
+        angles.append(pos[..., axis:axis + 1].float() * freqs)            # (..., N, n)
+    angles = torch.cat(angles, dim=-1)                                      # (..., N, pairs)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (B, heads, N, hd) pairwise (first half, second half) by the angles (B, 1, N, hd/2)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+
+
+# --- building blocks ------------------------------------------------------------------------
+class Attention(nn.Module):
+    """Multi-head attention with RMS-normalised queries and keys (stable at lr 1e-3) and RoPE."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q, self.kv, self.out = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
+        self.q_norm, self.k_norm = nn.RMSNorm(dim // heads), nn.RMSNorm(dim // heads)
+
+    def forward(self, x, rope_x, context=None, rope_context=None):
+        context, rope_context = (x, rope_x) if context is None else (context, rope_context)
+        B, N, D = x.shape
+        split = lambda y: y.reshape(B, y.shape[1], self.heads, D // self.heads).transpose(1, 2)
+        q = self.q_norm(split(self.q(x)))                                   # (B, heads, N, hd)
+        k, v = self.kv(context).chunk(2, dim=-1)
+        k, v = self.k_norm(split(k)), split(v)                              # (B, heads, Nc, hd)
+        q, k = apply_rope(q, *rope_x), apply_rope(k, *rope_context)
+        y = F.scaled_dot_product_attention(q, k, v)                         # (B, heads, N, hd)
+        return self.out(y.transpose(1, 2).reshape(B, N, D))                 # (B, N, D)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block, modulated per token by adaLN (shift, scale, gate)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, cross_attn: bool):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(approximate="tanh"),
+                                 nn.Linear(mlp_ratio * dim, dim))
+        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.cross = Attention(dim, heads) if cross_attn else None
+        self.norm_cross = nn.LayerNorm(dim, eps=1e-6) if cross_attn else None
+
+    def forward(self, x, cond, rope_x, memory, rope_memory):
+        # cond: (B, N, D) the time embedding of each token's frame
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(cond).chunk(6, dim=-1)
+        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, rope_x)
+        if self.cross is not None and memory.shape[1] > 0:
+            x = x + self.cross(self.norm_cross(x), rope_x, memory, rope_memory)
+        return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features of t in [0, 1] (scaled by 1000, as in DiT), (...,) -> (..., dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=t.device) / half)
+    args = 1000 * t[..., None].float() * freqs
+    return torch.cat([args.cos(), args.sin()], dim=-1)
+
+
+# --- the DiT ---------------------------------------------------------------------------------
+class DiT(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        C, p, D = cfg.latent_channels, cfg.patch, cfg.dim
+        self.patchify = nn.Conv3d(C, D, kernel_size=(1, p, p), stride=(1, p, p))  # the "first projection"
+        self.t_mlp = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, D))
+        self.blocks = nn.ModuleList(Block(D, cfg.heads, cfg.mlp_ratio, cfg.cross_attn) for _ in range(cfg.depth))
+        self.final_norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.final_adaLN = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
+        self.unpatchify = nn.Linear(D, C * p * p)
+        self.initialize_weights()
+
+    @torch.no_grad()
+    def initialize_weights(self):
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)       # DiT's choice for every linear layer
+                nn.init.zeros_(m.bias)
+        # Patchifier like a linear layer over its flattened patch (DiT).
+        nn.init.xavier_uniform_(self.patchify.weight.view(self.patchify.weight.shape[0], -1))
+        nn.init.zeros_(self.patchify.bias)
+        for block in self.blocks:
+            # adaLN starts constant in t: shift = scale = 0 ... but the residual gates start at 1,
+            # not 0 as in DiT. With zero gates the memory is invisible to the noisy tokens at
+            # step 0 and, in our calibration runs, no compressor ever left the no-memory floor. [ours]
+            nn.init.zeros_(block.adaLN[-1].weight)
+            nn.init.zeros_(block.adaLN[-1].bias)
+            gates = block.adaLN[-1].bias.view(6, -1)
+            gates[2].fill_(1.0)
+            gates[5].fill_(1.0)
+            if block.cross is not None:                 # the enhancement starts as a no-op
+                nn.init.zeros_(block.cross.out.weight)
+        nn.init.zeros_(self.final_adaLN[-1].weight)
+        nn.init.zeros_(self.final_adaLN[-1].bias)
+        nn.init.zeros_(self.unpatchify.weight)          # predict v = 0 at step 0 (DiT)
+
+    def token_positions(self, frame_pos: torch.Tensor) -> torch.Tensor:
+        """frame_pos (B, F) latent-frame index of each noisy frame -> (B, F*rows*cols, 3) positions."""
+        _, rows, cols = self.cfg.token_grid
+        r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+        rc = torch.stack([r, c], dim=-1).reshape(1, 1, rows * cols, 2).to(frame_pos.device).float()
+        f = frame_pos.float()[:, :, None, None].expand(-1, -1, rows * cols, 1)   # (B, F, rows*cols, 1)
+        pos = torch.cat([f, rc.expand(f.shape[0], f.shape[1], -1, -1)], dim=-1)  # (B, F, rows*cols, 3)
+        return pos.reshape(f.shape[0], -1, 3)
+
+    def forward(self, x_t, t, frame_pos, memory, memory_pos):
+        """
+        x_t:        (B, F, C, h, w) noisy latent frames
+        t:          (B, F) noise level of each frame (1 = noise)
+        frame_pos:  (B, F) the frames' positions in the history, in latent frames
+        memory:     (B, M, D) memory tokens phi(H) (M may be 0)
+        memory_pos: (M, 3) or (B, M, 3) (frame, row, col) centres of the memory tokens
+        returns     (B, F, C, h, w) predicted velocity eps - x_0
+        """
+        B, Fr, C, h, w = x_t.shape
+        p, D, M = self.cfg.patch, self.cfg.dim, memory.shape[1]
+        tokens = self.patchify(x_t.transpose(1, 2))                 # (B, D, F, h/p, w/p)
+        tokens = tokens.flatten(2).transpose(1, 2)                  # (B, F*n, D) with n = hw/p^2
+        n = tokens.shape[1] // Fr
+        x = torch.cat([memory, tokens], dim=1)                      # (B, N = M + F*n, D)
+
+        # One time embedding per frame plus one for the clean memory, gathered per token.
+        levels = torch.cat([torch.zeros_like(t[:, :1]), t], dim=1)  # (B, 1 + F)
+        emb = self.t_mlp(timestep_embedding(levels, D))             # (B, 1 + F, D)
+        which = torch.cat([torch.zeros(M, dtype=torch.long),
+                           1 + torch.arange(Fr).repeat_interleave(n)]).to(x.device)
+        cond = emb[:, which]                                        # (B, N, D)
+
+        memory_pos = memory_pos.to(x.device).float().expand(B, M, 3)
+        pos = torch.cat([memory_pos, self.token_positions(frame_pos)], dim=1)   # (B, N, 3)
+        hd = D // self.cfg.heads
+        cos, sin = rope_angles(pos, hd, self.cfg.rope_base)          # (B, N, hd/2)
+        rope_x = (cos[:, None], sin[:, None])                        # (B, 1, N, hd/2)
+        rope_memory = (rope_x[0][:, :, :M], rope_x[1][:, :, :M])
+
+        for block in self.blocks:
+            x = block(x, cond, rope_x, memory, rope_memory)
+        shift, scale = self.final_adaLN(cond).chunk(2, dim=-1)
+        x = self.final_norm(x) * (1 + scale) + shift
+        v = self.unpatchify(x[:, M:])                                # (B, F*n, C*p*p)
+        v = v.reshape(B, Fr, h // p, w // p, C, p, p)
+        return v.permute(0, 1, 4, 2, 5, 3, 6).reshape(B, Fr, C, h, w)   # (B, F, C, h, w)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flags(parser)
+    try:
+        cfg = config_from_args(parser.parse_args(), rate_must_divide=False)
+    except ConfigError as e:
+        fail(str(e))
+    with torch.device("meta"):                     # count parameters without allocating them
+        n_params = sum(p.numel() for p in DiT(cfg).parameters())
+    frames, rows, cols = cfg.token_grid
+    print(f"DiT {cfg.depth} blocks x width {cfg.dim}, {cfg.heads} heads: {n_params / 1e6:.2f}M parameters")
+    print(f"one latent frame = {rows} x {cols} = {rows * cols} tokens; the history = {frames * rows * cols:,} tokens")
+    if cfg.height * cfg.width <= 128 * 128:
+        dit = DiT(cfg)
+        h, w = cfg.height // cfg.vae_space, cfg.width // cfg.vae_space
+        x = torch.randn(2, cfg.targets, cfg.latent_channels, h, w)
+        memory, memory_pos = torch.randn(2, 32, cfg.dim), torch.rand(32, 3) * 4
+        v = dit(x, torch.rand(2, cfg.targets), torch.randint(0, frames, (2, cfg.targets)), memory, memory_pos)
+        print(f"x_t {tuple(x.shape)} + memory {tuple(memory.shape)} -> v {tuple(v.shape)}")

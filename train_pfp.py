@@ -1,0 +1,239 @@
+"""Stage 1: pretraining frame preservation (PAPER.md, "Equations", L_pfp).
+
+For each history H, phi(H) becomes the memory; a random set Omega of frames, uniform over the
+whole history, is noised, and the DiT must predict their velocity from the memory alone:
+
+    L_pfp = E || (eps - H_Omega) - G((H_Omega)_t, t, phi(H)) ||^2
+
+`--omega last` always asks for the last frames: the paper's "cheating" ablation, where phi
+learns to encode only the end. `--noise_as_mask` adds the other frames as noised tokens.
+
+    python train_pfp.py --scale tiny                          # ~8 min on 2 CPU cores
+    python train_pfp.py --scale tiny --compressor none        # the no-memory floor
+    python train_pfp.py --scale tiny --data ../shared/videos  # real clips
+
+Writes runs/<name>/: config.json, metrics.jsonl, ckpt.pt, retrieval.png, summary.json.
+"""
+import argparse
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import asdict
+
+import torch
+from tqdm import tqdm
+
+from config import Config, ConfigError, add_config_flags, config_from_args, fail
+from compressor import Compressor, memory_positions
+from data import DataError, TRAIN_SEED_OFFSET, VAL_SEED_OFFSET, synthetic_videos, video_folder_clips
+from dit import DiT
+from flow import add_noise, velocity_target, sample_t, loss_per_t_bin
+from latent import encode
+from metrics import psnr, ssim
+from sample import retrieve, true_frames, save_rows_png, write_atomically
+
+
+def load_videos(cfg: Config):
+    """-> train (N, T, 3, H, W), val (V, T, 3, H, W), and a line saying where they came from."""
+    if cfg.height != cfg.width:
+        raise ConfigError(f"training data is square: set --height and --width equal (got {cfg.height}x{cfg.width})")
+    if cfg.data == "synthetic":
+        train = synthetic_videos(range(TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + cfg.train_videos), cfg.history, cfg.height, progress=True)
+        val = synthetic_videos(range(VAL_SEED_OFFSET, VAL_SEED_OFFSET + cfg.val_videos), cfg.history, cfg.height)
+        return train, val, f"synthetic: {cfg.train_videos} train seeds, {cfg.val_videos} validation seeds"
+    clips = video_folder_clips(cfg.data, cfg.history, cfg.height, cfg.frame_stride)
+    names = sorted(clips)
+    if len(names) == 1:                           # one video: its last clips validate
+        everything = clips[names[0]]
+        n_val = max(1, len(everything) // 4)
+        return everything[:-n_val], everything[-n_val:][:cfg.val_videos], f"{names[0]}: last {n_val} clips validate"
+    # Several videos: the last file (by name) is held out whole, so validation is unseen footage.
+    train = torch.cat([clips[n] for n in names[:-1]])
+    return train, clips[names[-1]][:cfg.val_videos], f"{len(names) - 1} videos train, {names[-1]} validates"
+
+
+def pick_omega(batch: int, cfg: Config, generator=None) -> torch.Tensor:
+    """(B, k) sorted latent-frame indices: uniform over the history, or the last k ("cheat")."""
+    T, k = cfg.latent_frames, cfg.targets
+    if cfg.omega == "last":
+        return torch.arange(T - k, T).expand(batch, k)
+    return torch.rand(batch, T, generator=generator).argsort(dim=1)[:, :k].sort(dim=1).values
+
+
+def pfp_loss(dit, phi, video, cfg: Config):
+    """L_pfp for a batch of histories (B, T, 3, H, W) -> (loss, per-sample loss, t)."""
+    B = video.shape[0]
+    latent = encode(video, cfg.vae_space, cfg.vae_time)                     # (B, T', C, h, w)
+    memory, memory_pos = phi(video), memory_positions(cfg)                  # (B, M, D), (M, 3)
+    omega = pick_omega(B, cfg).to(video.device)                             # (B, k)
+    t = sample_t(B, cfg.t_mean, cfg.t_std, cfg.t_shift).to(video.device)    # (B,)
+    rows = torch.arange(B, device=video.device)[:, None]
+    if cfg.noise_as_mask:   # every frame is in the sequence; the unselected ones heavily noised
+        T = latent.shape[1]
+        levels = cfg.mask_noise_min + (1 - cfg.mask_noise_min) * torch.rand(B, T, device=video.device)
+        levels[rows, omega] = t[:, None]                                    # (B, T')
+        x0, frame_pos = latent, torch.arange(T, device=video.device).expand(B, T)
+        on_target = torch.zeros(B, T, device=video.device)
+        on_target[rows, omega] = 1.0
+    else:                   # the DiT sees only the memory and the noisy targets
+        x0, frame_pos = latent[rows, omega], omega                          # (B, k, C, h, w)
+        levels, on_target = t[:, None].expand(-1, omega.shape[1]), torch.ones(omega.shape, device=video.device)
+    eps = torch.randn_like(x0)
+    v = dit(add_noise(x0, eps, levels), levels, frame_pos, memory, memory_pos)
+    sq_err = (v - velocity_target(x0, eps)).pow(2).mean(dim=(2, 3, 4))     # (B, frames)
+    per_sample = (sq_err * on_target).sum(1) / on_target.sum(1)             # the loss is on Omega only
+    return per_sample.mean(), per_sample.detach(), t
+
+
+@torch.no_grad()
+def evaluate_retrieval(dit, phi, videos, cfg: Config, groups_per_video: int, batch: int = 64):
+    """Retrieve frames of each video in groups of k (a fixed random Omega each, as in training).
+    -> per-frame PSNR, SSIM and latent-frame position, plus (truth, retrieved) of the first group."""
+    gen = torch.Generator().manual_seed(1234)
+    T, k = cfg.latent_frames, cfg.targets
+    jobs = []                                        # (video index, omega)
+    for i in range(len(videos)):
+        order = torch.randperm(T, generator=gen)
+        for g in range(groups_per_video):
+            jobs.append((i, order[(g * k) % T:][:k].sort().values if (g * k) % T + k <= T else order[:k].sort().values))
+    scores = {"psnr": [], "ssim": [], "position": []}
+    for start in range(0, len(jobs), batch):
+        chunk = jobs[start:start + batch]
+        video = videos[torch.tensor([i for i, _ in chunk])]                  # (b, T, 3, H, W)
+        omega = torch.stack([o for _, o in chunk])                           # (b, k)
+        got, truth = retrieve(dit, phi, video, omega, cfg, gen), true_frames(video, omega, cfg)
+        scores["psnr"].append(psnr(got, truth).flatten())
+        scores["ssim"].append(ssim(got, truth).flatten())
+        scores["position"].append(omega.repeat_interleave(cfg.vae_time, dim=1).flatten())
+    return {key: torch.cat(value) for key, value in scores.items()}
+
+
+def summarise(scores, cfg: Config) -> dict:
+    """Mean PSNR/SSIM overall and per third of the history (first, middle, last)."""
+    third = (scores["position"] * 3 // cfg.latent_frames).clamp(max=2)
+    out = {"psnr": scores["psnr"].mean().item(), "ssim": scores["ssim"].mean().item()}
+    for name, idx in zip(["first", "middle", "last"], range(3)):
+        out[f"psnr_{name}"] = scores["psnr"][third == idx].mean().item()
+        out[f"ssim_{name}"] = scores["ssim"][third == idx].mean().item()
+    return out
+
+
+def retrieval_grid(dit, phi, videos, cfg: Config, path: str, n_videos: int = 4, n_frames: int = 8):
+    """Truth above retrieved, for frames spread across the history of a few validation videos."""
+    T = cfg.latent_frames
+    frames = torch.linspace(0, T - 1, min(n_frames, T)).round().long()
+    rows = []
+    for video in videos[:n_videos]:
+        got = torch.cat([retrieve(dit, phi, video[None], frames[i:i + cfg.targets][None], cfg,
+                                  torch.Generator().manual_seed(0))[0]
+                         for i in range(0, len(frames), cfg.targets)])
+        rows += [true_frames(video[None], frames[None], cfg)[0], got]
+    save_rows_png(rows, path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flags(parser)
+    try:
+        cfg = config_from_args(parser.parse_args())
+    except ConfigError as e:
+        fail(str(e))
+    name = f"{cfg.compressor}_{cfg.rate}" + ("" if cfg.data == "synthetic" else "_real")
+    out = cfg.out or os.path.join("runs", name)
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    print(json.dumps(asdict(cfg)))
+    write_atomically(os.path.join(out, "config.json"), lambda tmp: open(tmp, "w").write(json.dumps(asdict(cfg), indent=1)))
+
+    # --- data -------------------------------------------------------------------------------
+    try:
+        train, val, source = load_videos(cfg)
+    except (ConfigError, DataError) as e:
+        fail(str(e))
+    print(f"data: {source}; train {tuple(train.shape)}, val {tuple(val.shape)}")
+
+    # --- models -----------------------------------------------------------------------------
+    dit, phi = DiT(cfg), Compressor(cfg)
+    phi.init_from_patchifier(dit.patchify.weight, dit.patchify.bias)
+    ema_dit, ema_phi = copy.deepcopy(dit).requires_grad_(False), copy.deepcopy(phi).requires_grad_(False)
+    params = list(dit.parameters()) + list(phi.parameters())
+    n_memory = phi(val[:1]).shape[1]
+    tokens_per_step = cfg.batch * (n_memory + (cfg.latent_frames if cfg.noise_as_mask else cfg.targets) * math.prod(cfg.token_grid[1:]))
+    print(f"DiT {sum(p.numel() for p in dit.parameters()) / 1e6:.2f}M params, compressor {cfg.compressor} "
+          f"{sum(p.numel() for p in phi.parameters()) / 1e6:.2f}M params, {n_memory} memory tokens for "
+          f"{math.prod(cfg.token_grid)} history tokens ({cfg.rate})")
+
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    def lr_factor(step):                             # linear warmup, cosine decay to 10%
+        if step < cfg.warmup:
+            return (step + 1) / cfg.warmup
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    ema_pairs = list(zip(list(ema_dit.parameters()) + list(ema_phi.parameters()), params))
+
+    def save_checkpoint(step):
+        state = {"config": asdict(cfg), "step": step, "dit": dit.state_dict(), "compressor": phi.state_dict(),
+                 "dit_ema": ema_dit.state_dict(), "compressor_ema": ema_phi.state_dict()}
+        write_atomically(os.path.join(out, "ckpt.pt"), lambda tmp: torch.save(state, tmp))
+
+    # --- training ---------------------------------------------------------------------------
+    log = open(os.path.join(out, "metrics.jsonl"), "w")
+    start = time.time()
+    bar = tqdm(range(cfg.steps), desc=f"stage 1 {name}", dynamic_ncols=True)
+    tick = time.time()
+    for step in bar:
+        video = train[torch.randint(len(train), (cfg.batch,))]              # (B, T, 3, H, W)
+        if cfg.data != "synthetic" and torch.rand(()) < 0.5:
+            video = video.flip(-1)                    # real clips are few: mirror half the batches
+        loss, per_sample, t = pfp_loss(dit, phi, video, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        schedule.step()
+        with torch.no_grad():                        # EMA with a short warm-up of its own
+            decay = min(cfg.ema, (1 + step) / (10 + step))
+            for ema_p, p in ema_pairs:
+                ema_p.lerp_(p, 1 - decay)
+
+        if (step + 1) % cfg.log_every == 0:
+            ms = (time.time() - tick) * 1000 / cfg.log_every
+            tick = time.time()
+            row = {"step": step + 1, "loss": loss.item(), "lr": schedule.get_last_lr()[0], "grad_norm": grad_norm.item(),
+                   "ms_per_step": ms, "tokens_per_s": tokens_per_step / ms * 1000, **loss_per_t_bin(per_sample, t)}
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+        if (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+            eval_start = time.time()
+            result = summarise(evaluate_retrieval(ema_dit, ema_phi, val[:8], cfg, groups_per_video=2), cfg)
+            log.write(json.dumps({"step": step + 1, "val": result}) + "\n")
+            log.flush()
+            bar.write(f"step {step + 1}: val PSNR {result['psnr']:.2f} dB (first/middle/last third "
+                      f"{result['psnr_first']:.2f}/{result['psnr_middle']:.2f}/{result['psnr_last']:.2f}), SSIM {result['ssim']:.3f}")
+            save_checkpoint(step + 1)
+            tick += time.time() - eval_start           # evaluation time is not training speed
+    train_seconds = time.time() - start
+
+    # --- final evaluation: every frame of every validation video, once ---------------------------
+    save_checkpoint(cfg.steps)
+    final = summarise(evaluate_retrieval(ema_dit, ema_phi, val, cfg, groups_per_video=cfg.latent_frames // cfg.targets), cfg)
+    retrieval_grid(ema_dit, ema_phi, val, cfg, os.path.join(out, "retrieval.png"))
+    summary = {"name": name, "compressor": cfg.compressor, "rate": cfg.rate, "data": cfg.data, "steps": cfg.steps,
+               "memory_tokens": n_memory, "history_tokens": math.prod(cfg.token_grid), **final,
+               "train_seconds": train_seconds, "wall_seconds": time.time() - start, "config": asdict(cfg)}
+    log.write(json.dumps({"step": cfg.steps, "val": final}) + "\n")
+    log.close()
+    write_atomically(os.path.join(out, "summary.json"), lambda tmp: open(tmp, "w").write(json.dumps(summary, indent=1)))
+    print(f"done in {summary['wall_seconds'] / 60:.1f} min: val retrieval PSNR {final['psnr']:.2f} dB "
+          f"(first/middle/last third {final['psnr_first']:.2f}/{final['psnr_middle']:.2f}/{final['psnr_last']:.2f}), "
+          f"SSIM {final['ssim']:.3f}, {n_memory} memory tokens")
+    print(f"wrote {out}/summary.json, {out}/retrieval.png, {out}/ckpt.pt")
+
+
+if __name__ == "__main__":
+    main()
