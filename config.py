@@ -25,15 +25,18 @@ class Config:
     vae_time: int = 1          # frames per latent frame (paper's VAE: 4)
     # --- the video DiT G (dit.py) -----------------------------------------------------------
     patch: int = 2             # DiT patchifier 1 x patch x patch over latent cells (paper: 1x2x2)
-    dim: int = 192             # hidden width D; memory tokens live in it too (paper: 3072)
+    dim: int = 128             # hidden width D; memory tokens live in it too (paper: 3072)
     depth: int = 4             # transformer blocks
     heads: int = 4             # attention heads (head dim = dim / heads, split 3-ways by RoPE)
     mlp_ratio: int = 4
     rope_base: float = 100.0   # RoPE frequency base; positions are small integers here [ours]
+    pos_bias: float = 2.0      # [ours] 3D ALiBi: logits -= slope_h * distance, slope_h = pos_bias / 2^h;
+                               # every head starts out reading the keys near its own place and time
+    abs_pos: bool = True       # [ours] also add a learned projection of 3D Fourier positions
     cross_attn: bool = False   # paper's enhancement: every block also cross-attends to memory
     # --- the compressor phi (compressor.py) -------------------------------------------------
     compressor: str = "pfp"    # pfp | only_lr | without_lr | large_patchifier | none
-    rate: str = "4x4x2"        # h x w x t compression relative to the DiT's token grid
+    rate: str = "2x2x2"        # h x w x t compression relative to the DiT's token grid
     hr_channels: int = 32      # width of the HR branch's full-resolution 3D convolutions
     hr_blocks: int = 1         # attention blocks of the HR branch over the compressed grid
     # --- stage-1 objective (train_pfp.py) ---------------------------------------------------
@@ -43,22 +46,22 @@ class Config:
     mask_noise_min: float = 0.2  # their noise level ~ U[mask_noise_min, 1] (paper: "about 0.2")
     t_mean: float = 0.0        # logit-normal timestep sampling: t = sigmoid(N(t_mean, t_std))
     t_std: float = 1.0
-    t_shift: float = 1.0       # SD3-style shift; > 1 spends more steps at high noise
+    t_shift: float = 3.0       # SD3-style shift; > 1 spends more steps at high noise
     sample_steps: int = 16     # Euler steps for retrieval
     # --- optimisation -----------------------------------------------------------------------
-    steps: int = 1600
-    batch: int = 16
-    lr: float = 1e-3
+    steps: int = 2000
+    batch: int = 8
+    lr: float = 2e-3
     warmup: int = 100
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    ema: float = 0.995
+    ema: float = 0.99
     seed: int = 0
     # --- data, evaluation, output -----------------------------------------------------------
     data: str = "synthetic"    # "synthetic" or a folder of .mp4/.webm/.gif videos
     train_videos: int = 1024   # synthetic training videos generated at start
     val_videos: int = 16       # held-out videos (synthetic: disjoint seeds; folder: last clips)
-    eval_every: int = 400
+    eval_every: int = 500
     log_every: int = 20
     out: str = ""              # run folder; default runs/<name>
     threads: int = 0           # torch CPU threads; 0 keeps PyTorch's default
@@ -85,14 +88,14 @@ class Config:
 
 
 SCALES = {
-    # CPU minutes: 32x32 frames, 16-frame history, 8x8 tokens a frame, 32 memory tokens at 4x4x2
+    # CPU minutes: 32x32 frames, 16-frame history, 8x8 tokens a frame, 128 memory tokens at 2x2x2
     "tiny": Config(),
     # one GPU, hours: 128x128, 64-frame history, 16x16 tokens a frame
-    "small": Config(height=128, width=128, history=64, vae_space=4, dim=512, depth=8, heads=8,
+    "small": Config(rate="4x4x2", height=128, width=128, history=64, vae_space=4, dim=512, depth=8, heads=8,
                     hr_channels=64, hr_blocks=2, targets=4, steps=40_000, batch=32, lr=3e-4,
                     warmup=1000, ema=0.999, train_videos=8192, eval_every=2000, rope_base=1000.0),
     # the paper's shapes: 20 s of 480x832 at 24 fps, an 8x8x4 VAE, a 3072-wide DiT; counts only
-    "paper": Config(height=480, width=832, history=480, vae_space=8, vae_time=4, dim=3072,
+    "paper": Config(rate="4x4x2", height=480, width=832, history=480, vae_space=8, vae_time=4, dim=3072,
                     depth=40, heads=24, hr_channels=128, hr_blocks=2, targets=4, batch=1,
                     lr=1e-4, rope_base=10000.0),
 }

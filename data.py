@@ -62,7 +62,7 @@ def textured_canvas(rng, size):
     yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)  # (2S, 2S) each
     layers = []
     for _ in range(2):  # two oriented gratings, from soft sinusoids to hard square waves
-        period = max(2.0, rng.uniform(3 / 32, 12 / 32) * size)  # 3..12 px at S=32
+        period = max(2.0, rng.uniform(8 / 32, 20 / 32) * size)  # 8..20 px at S=32
         angle, phase, sharpness = rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi), rng.uniform(1, 6)
         wave = np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period + phase)
         profile = 0.5 + 0.5 * np.tanh(sharpness * wave) / np.tanh(sharpness)  # (2S, 2S) in [0, 1]
@@ -76,7 +76,7 @@ def textured_canvas(rng, size):
     weights /= weights.sum(axis=0)
     canvas = np.einsum("lyx,lyxc->yxc", weights, np.stack(layers)).astype(np.float32)  # (2S, 2S, 3)
 
-    cell = max(1, round(rng.uniform(0.06, 0.19) * size))  # checker squares of 2..6 px at S=32
+    cell = max(1, round(rng.uniform(0.12, 0.25) * size))  # checker squares of 4..8 px at S=32
     height, width = rng.integers(int(0.4 * size), int(0.9 * size) + 1, size=2)
     top, left = rng.integers(0, side - height + 1), rng.integers(0, side - width + 1)
     checks = ((yy[:height, :width] // cell + xx[:height, :width] // cell) % 2)[..., None]  # (h, w, 1)
@@ -101,11 +101,11 @@ def sprite_pattern(rng, height, width, size):
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)  # (h, w) each
     kind = rng.integers(3)
     if kind == 0:  # stripes
-        period = max(2.0, rng.uniform(0.08, 0.2) * size)
+        period = max(2.0, rng.uniform(0.15, 0.3) * size)
         angle = rng.uniform(0, np.pi)
         profile = (np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period) > 0).astype(np.float32)
     elif kind == 1:  # checks
-        cell = max(1, round(rng.uniform(0.05, 0.12) * size))
+        cell = max(1, round(rng.uniform(0.08, 0.15) * size))
         profile = ((yy // cell + xx // cell) % 2).astype(np.float32)
     else:  # a letter filling most of the sprite
         glyph = letter_glyph(LETTERS[rng.integers(len(LETTERS))])
@@ -151,7 +151,7 @@ def synthetic_video(seed: int, frames: int, size: int) -> torch.Tensor:
 
     # Sprites: constant velocity, 0.5..2 px/frame at S=32, wrapping around a region larger
     # than the frame, so that each one leaves on one side and comes back on the other.
-    for _ in range(rng.integers(2, 5)):
+    for _ in range(rng.integers(2, 4)):
         height, width = np.maximum(2, np.rint(rng.uniform(0.25, 0.45, size=2) * size)).astype(int)
         colours, mask = sprite_pattern(rng, height, width, size)
         speed, angle = rng.uniform(0.5, 2.0) * size / 32, rng.uniform(0, 2 * np.pi)

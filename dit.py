@@ -45,6 +45,13 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
 
 
+def fourier_features(pos: torch.Tensor, n_freqs: int = 8) -> torch.Tensor:
+    """pos (..., 3) -> (..., 6 * n_freqs) sines and cosines, wavelengths 2 to 64 tokens per axis."""
+    wavelengths = 2.0 * 32.0 ** (torch.arange(n_freqs, device=pos.device) / (n_freqs - 1))
+    angles = 2 * math.pi * pos[..., None].float() / wavelengths               # (..., 3, n_freqs)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)
+
+
 # --- building blocks ------------------------------------------------------------------------
 class Attention(nn.Module):
     """Multi-head attention with RMS-normalised queries and keys (stable at lr 1e-3) and RoPE."""
@@ -55,7 +62,7 @@ class Attention(nn.Module):
         self.q, self.kv, self.out = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
         self.q_norm, self.k_norm = nn.RMSNorm(dim // heads), nn.RMSNorm(dim // heads)
 
-    def forward(self, x, rope_x, context=None, rope_context=None):
+    def forward(self, x, rope_x, context=None, rope_context=None, bias=None):
         context, rope_context = (x, rope_x) if context is None else (context, rope_context)
         B, N, D = x.shape
         split = lambda y: y.reshape(B, y.shape[1], self.heads, D // self.heads).transpose(1, 2)
@@ -63,7 +70,7 @@ class Attention(nn.Module):
         k, v = self.kv(context).chunk(2, dim=-1)
         k, v = self.k_norm(split(k)), split(v)                              # (B, heads, Nc, hd)
         q, k = apply_rope(q, *rope_x), apply_rope(k, *rope_context)
-        y = F.scaled_dot_product_attention(q, k, v)                         # (B, heads, N, hd)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)         # (B, heads, N, hd)
         return self.out(y.transpose(1, 2).reshape(B, N, D))                 # (B, N, D)
 
 
@@ -81,10 +88,10 @@ class Block(nn.Module):
         self.cross = Attention(dim, heads) if cross_attn else None
         self.norm_cross = nn.LayerNorm(dim, eps=1e-6) if cross_attn else None
 
-    def forward(self, x, cond, rope_x, memory, rope_memory):
+    def forward(self, x, cond, rope_x, memory, rope_memory, bias):
         # cond: (B, N, D) the time embedding of each token's frame
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(cond).chunk(6, dim=-1)
-        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, rope_x)
+        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, rope_x, bias=bias)
         if self.cross is not None and memory.shape[1] > 0:
             x = x + self.cross(self.norm_cross(x), rope_x, memory, rope_memory)
         return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
@@ -105,6 +112,10 @@ class DiT(nn.Module):
         self.cfg = cfg
         C, p, D = cfg.latent_channels, cfg.patch, cfg.dim
         self.patchify = nn.Conv3d(C, D, kernel_size=(1, p, p), stride=(1, p, p))  # the "first projection"
+        # [ours, flag] RoPE only tells attention *relative* places; values carry none. A token
+        # that reads one coarse memory token must know which part of it is its own: give every
+        # token its absolute (frame, row, col) too, memory tokens at their patch centres.
+        self.pos_embed = nn.Linear(6 * 8, D) if cfg.abs_pos else None
         self.t_mlp = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, D))
         self.blocks = nn.ModuleList(Block(D, cfg.heads, cfg.mlp_ratio, cfg.cross_attn) for _ in range(cfg.depth))
         self.final_norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
@@ -170,13 +181,19 @@ class DiT(nn.Module):
 
         memory_pos = memory_pos.to(x.device).float().expand(B, M, 3)
         pos = torch.cat([memory_pos, self.token_positions(frame_pos)], dim=1)   # (B, N, 3)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(fourier_features(pos))                       # (B, N, D)
         hd = D // self.cfg.heads
         cos, sin = rope_angles(pos, hd, self.cfg.rope_base)          # (B, N, hd/2)
         rope_x = (cos[:, None], sin[:, None])                        # (B, 1, N, hd/2)
         rope_memory = (rope_x[0][:, :, :M], rope_x[1][:, :, :M])
 
+        bias = None
+        if self.cfg.pos_bias > 0:   # 3D ALiBi: head h adds -pos_bias / 2^h * distance to its logits [ours]
+            slopes = self.cfg.pos_bias * 2.0 ** -torch.arange(self.cfg.heads, device=x.device)
+            bias = -slopes[None, :, None, None] * torch.cdist(pos, pos)[:, None]   # (B, heads, N, N)
         for block in self.blocks:
-            x = block(x, cond, rope_x, memory, rope_memory)
+            x = block(x, cond, rope_x, memory, rope_memory, bias)
         shift, scale = self.final_adaLN(cond).chunk(2, dim=-1)
         x = self.final_norm(x) * (1 + scale) + shift
         v = self.unpatchify(x[:, M:])                                # (B, F*n, C*p*p)

@@ -1,0 +1,166 @@
+"""dit.py and compressor.py: token counts, positions, equivalences, and that memory is used."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from config import Config, ConfigError, check
+from compressor import Compressor, memory_grid, memory_positions, token_table
+from dit import DiT
+from latent import encode
+from train_pfp import pfp_loss, pick_omega
+
+VARIANTS = ["pfp", "only_lr", "without_lr", "large_patchifier", "none"]
+RATES = {"1x1x1": 1024, "2x2x1": 256, "2x2x2": 128, "4x4x2": 32}   # tiny: 16 frames x 8 x 8 tokens
+
+
+def video(batch=2, cfg=Config(), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, cfg.history, 3, cfg.height, cfg.width, generator=g) * 2 - 1
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("rate", RATES)
+def test_memory_token_count_for_every_rate_and_variant(variant, rate):
+    cfg = Config(compressor=variant, rate=rate, hr_channels=4)
+    memory = Compressor(cfg)(video(1, cfg))
+    expected = 0 if variant == "none" else RATES[rate]
+    assert memory.shape == (1, expected, cfg.dim)
+    assert memory_positions(cfg).shape == (expected, 3)
+
+
+def test_paper_token_counts():
+    cfg = check(Config(height=480, width=832, history=480, vae_space=8, vae_time=4, rate="4x4x2"), rate_must_divide=False)
+    assert cfg.token_grid == (120, 30, 52) and 120 * 30 * 52 == 187_200
+    f, r, c = memory_grid(cfg)
+    assert f * r * c == 6_240                                  # padded: 60 x 8 x 13
+    assert "187,200" in token_table(cfg) and "6,240" in token_table(cfg)
+
+
+@pytest.mark.parametrize("rate", ["4x4x2", "2x2x2", "2x2x1"])
+def test_memory_positions_are_the_centres_of_their_patches(rate):
+    cfg = Config(rate=rate)
+    frames, rows, cols = cfg.token_grid
+    rh, rw, rt = cfg.rate_hwt
+    # independent derivation: average the (frame, row, col) of every DiT token a memory token covers
+    grid = torch.stack(torch.meshgrid(torch.arange(frames), torch.arange(rows), torch.arange(cols), indexing="ij"), -1).float()
+    centres = F.avg_pool3d(grid.permute(3, 0, 1, 2)[None], (rt, rh, rw))[0]       # (3, f, r, c)
+    assert torch.allclose(memory_positions(cfg), centres.flatten(1).T)
+
+
+def test_only_lr_at_rate_1x1x1_is_the_dits_own_patchify():
+    cfg = Config(compressor="only_lr", rate="1x1x1")
+    dit, phi = DiT(cfg), Compressor(cfg)
+    phi.init_from_patchifier(dit.patchify.weight, dit.patchify.bias)
+    x = video(2, cfg)
+    tokens = dit.patchify(encode(x, cfg.vae_space, cfg.vae_time).transpose(1, 2)).flatten(2).transpose(1, 2)
+    assert torch.allclose(phi(x), tokens, atol=1e-6)
+    # and each token sits at its own grid position
+    assert torch.equal(memory_positions(cfg)[:3], torch.tensor([[0., 0, 0], [0, 0, 1], [0, 0, 2]]))
+
+
+def test_large_patchifier_starts_as_the_patchifier_of_the_averaged_patch():
+    cfg = Config(compressor="large_patchifier", rate="2x2x2")
+    dit, phi = DiT(cfg), Compressor(cfg)
+    phi.init_from_patchifier(dit.patchify.weight, dit.patchify.bias)
+    x = video(1, cfg)
+    latent = encode(x, cfg.vae_space, cfg.vae_time).transpose(1, 2)           # (1, C, T, h, w)
+    p = cfg.patch
+    # average the 2x2x2 DiT patches of each memory block, then apply the DiT patchifier once
+    blocks = latent.unfold(2, 2, 2).unfold(3, 2 * p, 2 * p).unfold(4, 2 * p, 2 * p)   # (1, C, f, r, c, 2, 2p, 2p)
+    averaged = blocks.reshape(*blocks.shape[:5], 2, 2, p, 2, p).mean(dim=(5, 6, 8))      # (1, C, f, r, c, p, p)
+    expected = torch.einsum("dcpq,bcfrspq->bfrsd", dit.patchify.weight[:, :, 0], averaged) + dit.patchify.bias
+    assert torch.allclose(phi(x), expected.flatten(1, 3), atol=1e-5)
+
+
+def test_hr_branch_starts_silent_so_pfp_starts_as_only_lr():
+    cfg = Config(compressor="pfp")
+    dit = DiT(cfg)
+    pfp, only_lr = Compressor(cfg), Compressor(Config(compressor="only_lr"))
+    for phi in (pfp, only_lr):
+        phi.init_from_patchifier(dit.patchify.weight, dit.patchify.bias)
+    x = video(2, cfg)
+    assert torch.allclose(pfp(x), only_lr(x), atol=1e-6)
+
+
+def test_dit_with_empty_memory_and_shapes():
+    cfg = Config()
+    dit = DiT(cfg)
+    x = torch.randn(3, 2, cfg.latent_channels, 16, 16)
+    v = dit(x, torch.rand(3, 2), torch.tensor([[0, 5]] * 3), torch.zeros(3, 0, cfg.dim), torch.zeros(0, 3))
+    assert v.shape == x.shape
+
+
+def trained_a_little(cfg, steps=3):
+    torch.manual_seed(0)
+    dit, phi = DiT(cfg), Compressor(cfg)
+    phi.init_from_patchifier(dit.patchify.weight, dit.patchify.bias)
+    opt = torch.optim.Adam(list(dit.parameters()) + list(phi.parameters()), lr=1e-3)
+    x = video(2, cfg)
+    for _ in range(steps):      # the output layer starts at zero: a few steps make it speak
+        loss = pfp_loss(dit, phi, x, cfg)[0]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return dit, phi
+
+
+@pytest.mark.parametrize("cross_attn", [False, True])
+def test_dit_output_depends_on_the_memory(cross_attn):
+    cfg = Config(cross_attn=cross_attn, depth=2)
+    dit, phi = trained_a_little(cfg)
+    x, omega = torch.randn(1, 2, cfg.latent_channels, 16, 16), torch.tensor([[1, 9]])
+    memory, pos = phi(video(1, cfg, seed=1)), memory_positions(cfg)
+    v1 = dit(x, torch.full((1, 2), 0.5), omega, memory, pos)
+    v2 = dit(x, torch.full((1, 2), 0.5), omega, memory + torch.randn_like(memory), pos)
+    assert (v1 - v2).abs().mean() > 1e-4
+
+
+def test_noisy_frames_do_not_depend_on_each_others_order_only_on_positions():
+    """Permuting the target frames together with their positions permutes the output."""
+    cfg = Config(depth=2)
+    dit, phi = trained_a_little(cfg)
+    x = torch.randn(1, 2, cfg.latent_channels, 16, 16)
+    memory, pos = phi(video(1, cfg)), memory_positions(cfg)
+    t = torch.tensor([[0.3, 0.7]])
+    v = dit(x, t, torch.tensor([[2, 11]]), memory, pos)
+    v_swapped = dit(x.flip(1), t.flip(1), torch.tensor([[11, 2]]), memory, pos)
+    assert torch.allclose(v, v_swapped.flip(1), atol=1e-5)
+
+
+def test_same_seed_same_loss_and_different_seed_different_loss():
+    cfg = Config(depth=1)
+    losses = []
+    for seed in (0, 0, 1):
+        torch.manual_seed(seed)
+        dit, phi = DiT(cfg), Compressor(cfg)
+        losses.append(pfp_loss(dit, phi, video(2, cfg), cfg)[0].item())
+    assert losses[0] == losses[1] and losses[0] != losses[2]
+
+
+def test_omega_random_covers_the_history_and_last_is_the_end():
+    cfg = Config()
+    omega = pick_omega(4000, cfg, torch.Generator().manual_seed(0))
+    counts = torch.bincount(omega.flatten(), minlength=16).float()
+    assert (omega[:, 0] < omega[:, 1]).all()                         # distinct and sorted
+    assert counts.min() > 0.8 * counts.mean()                        # uniform over all 16 frames
+    assert torch.equal(pick_omega(3, Config(omega="last")), torch.tensor([[14, 15]] * 3))
+
+
+def test_noise_as_mask_variant_trains():
+    cfg = Config(noise_as_mask=True, depth=1)
+    dit, phi = DiT(cfg), Compressor(cfg)
+    loss = pfp_loss(dit, phi, video(2, cfg), cfg)[0]
+    loss.backward()
+    assert torch.isfinite(loss) and dit.unpatchify.weight.grad.abs().sum() > 0   # output starts at zero
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(rate="3x3x2"), "does not divide"),
+    (dict(rate="4x4"), "HxWxT"),
+    (dict(compressor="big"), "unknown --compressor"),
+    (dict(height=30), "multiples"),
+    (dict(targets=17), "--targets"),
+])
+def test_bad_configs_say_what_is_wrong(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        check(Config(**bad))
