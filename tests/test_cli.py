@@ -62,3 +62,30 @@ def test_sample_with_missing_or_broken_checkpoint(tmp_path):
     for result, expected in [(missing, "not found"), (truncated, "could not be read")]:
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert expected in result.stderr.strip() and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_train_then_sample_end_to_end(tmp_path):
+    """A few steps of the real command: every promised output exists and says what it should."""
+    import json
+    out = tmp_path / "run"
+    result = run("train_pfp.py", "--steps", "4", "--eval_every", "2", "--log_every", "2", "--train_videos", "8",
+                 "--val_videos", "2", "--dim", "32", "--depth", "1", "--hr_channels", "4", "--sample_steps", "2",
+                 "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ["psnr", "ssim", "psnr_first", "psnr_middle", "psnr_last", "ssim_first", "wall_seconds",
+                "steps", "memory_tokens"]:
+        assert key in summary
+    assert summary["memory_tokens"] == 128 and summary["steps"] == 4 and summary["config"]["dim"] == 32
+    assert json.loads((out / "config.json").read_text())["dim"] == 32
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [2, 4] and any("val" in r for r in rows)
+    assert (out / "retrieval.png").stat().st_size > 0
+
+    # sample.py needs nothing but the checkpoint: the config travels inside it
+    sampled = run("sample.py", "--ckpt", str(out / "ckpt.pt"), "--retrieve", "--frames", "0", "15")
+    assert sampled.returncode == 0, sampled.stderr[-2000:]
+    assert "frame   0" in sampled.stdout and "frame  15" in sampled.stdout
+    assert (out / "retrieve.png").exists() and (out / "retrieve.gif").exists()
+    bad = run("sample.py", "--ckpt", str(out / "ckpt.pt"), "--retrieve", "--frames", "99")
+    assert bad.returncode == 2 and "--frames" in bad.stderr

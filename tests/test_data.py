@@ -71,15 +71,16 @@ def test_synthetic_frames_move_but_stay_coherent():
 def test_synthetic_videos_are_rich_in_fine_detail():
     videos = data.synthetic_videos(range(100), 16, 32)  # (100, T, 3, S, S)
     detail = horizontal_detail(videos)
-    # Measured (1000 seeds, S=32): mean 0.20, smallest 0.08. For scale: the same videos blurred
-    # by a 2x2 average pool and bilinear upsampling score 0.10, and real clips from
-    # /work/shared/videos resized to 32x32 score 0.08-0.11. So the synthetic world has about
-    # twice the fine detail of real footage at this size, and most of it is above the blur scale.
-    assert detail.mean() > 0.15
-    assert detail.min() > 0.05
+    # Measured (1000 seeds, S=32): mean 0.141, smallest 0.060; blurred by a 2x2 average pool and
+    # bilinear upsampling, 0.63x of that. Real clips from /work/shared/videos resized to 32x32
+    # score 0.08-0.11: the synthetic world carries at least real footage's fine detail, and a
+    # third of it lives below the 2x2 blur scale. (An earlier, busier world scored 0.20, but a
+    # 2x2 blur of it already capped PSNR at 17 dB, so that no tiny model could learn it in minutes.)
+    assert detail.mean() > 0.11
+    assert detail.min() > 0.04
     blurred = torch.nn.functional.avg_pool2d(videos.flatten(0, 1), 2)  # (100 T, 3, S/2, S/2)
     blurred = torch.nn.functional.interpolate(blurred, scale_factor=2, mode="bilinear").unflatten(0, (100, 16))
-    assert horizontal_detail(blurred).mean() < 0.6 * detail.mean()
+    assert horizontal_detail(blurred).mean() < 0.7 * detail.mean()
 
 
 def test_synthetic_video_rejects_tiny_sizes():
