@@ -59,9 +59,11 @@ class HRBranch(nn.Module):
         super().__init__()
         rh, rw, rt = cfg.rate_hwt
         ch, p = cfg.hr_channels, cfg.patch
-        self.convs = nn.Sequential(
-            nn.Conv3d(cfg.latent_channels, ch, 3, padding=1), nn.SiLU(),
-            nn.Conv3d(ch, ch, 3, padding=1), nn.SiLU())
+        self.stem = nn.Conv3d(cfg.latent_channels, ch, 3, padding=1)
+        # A residual block, so the full-resolution detail reaches the grid both directly and
+        # through the nonlinearity; a plain stack had to learn even the linear route. [ours]
+        self.res = nn.Sequential(nn.SiLU(), nn.Conv3d(ch, ch, 3, padding=1),
+                                 nn.SiLU(), nn.Conv3d(ch, ch, 3, padding=1))
         block = (rt, rh * p, rw * p)                   # one memory token's span, in latent cells
         self.to_grid = nn.Conv3d(ch, cfg.dim, kernel_size=block, stride=block)
         self.attn = nn.ModuleList(
@@ -73,7 +75,8 @@ class HRBranch(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, latent):
-        x = self.to_grid(self.convs(latent))           # (B, D, f, r, c)
+        x = self.stem(latent)                          # (B, ch, T', h, w)
+        x = self.to_grid(x + self.res(x))              # (B, D, f, r, c)
         x = x.flatten(2).transpose(1, 2)               # (B, M, D)
         for layer in self.attn:                        # every memory token sees the whole history
             x = layer(x)
