@@ -95,9 +95,8 @@ def evaluate_retrieval(dit, phi, videos, cfg: Config, groups_per_video: int, bat
     T, k = cfg.latent_frames, cfg.targets
     jobs = []                                        # (video index, omega)
     for i in range(len(videos)):
-        order = torch.randperm(T, generator=gen)
-        for g in range(groups_per_video):
-            jobs.append((i, order[(g * k) % T:][:k].sort().values if (g * k) % T + k <= T else order[:k].sort().values))
+        groups = torch.randperm(T, generator=gen)[:T // k * k].reshape(-1, k)   # (T // k, k) disjoint
+        jobs += [(i, omega) for omega in groups.sort(dim=1).values[:groups_per_video]]
     scores = {"psnr": [], "ssim": [], "position": []}
     for start in range(0, len(jobs), batch):
         chunk = jobs[start:start + batch]

@@ -72,14 +72,16 @@ def test_large_patchifier_starts_as_the_patchifier_of_the_averaged_patch():
     assert torch.allclose(phi(x), expected.flatten(1, 3), atol=1e-5)
 
 
-def test_hr_branch_starts_silent_so_pfp_starts_as_only_lr():
-    cfg = Config(compressor="pfp")
-    dit = DiT(cfg)
-    pfp, only_lr = Compressor(cfg), Compressor(Config(compressor="only_lr"))
-    for phi in (pfp, only_lr):
-        phi.init_from_patchifier(dit.patchify.weight, dit.patchify.bias)
-    x = video(2, cfg)
-    assert torch.allclose(pfp(x), only_lr(x), atol=1e-6)
+def test_pfp_is_the_sum_of_its_lr_and_hr_branches():
+    """pfp = only_lr + without_lr, in the DiT's width (Figure 3): the branches are added."""
+    torch.manual_seed(0)
+    pfp = Compressor(Config(compressor="pfp"))
+    only_lr, without_lr = Compressor(Config(compressor="only_lr")), Compressor(Config(compressor="without_lr"))
+    only_lr.lr_patchify.load_state_dict(pfp.lr_patchify.state_dict())
+    without_lr.hr.load_state_dict(pfp.hr.state_dict())
+    x = video(2)
+    assert torch.allclose(pfp(x), only_lr(x) + without_lr(x), atol=1e-5)
+    assert (without_lr(x).abs().mean() > 1e-3)                      # the HR branch is not silent
 
 
 def test_dit_with_empty_memory_and_shapes():
