@@ -8,7 +8,7 @@ whole history, is noised, and the DiT must predict their velocity from the memor
 `--omega last` always asks for the last frames: the paper's "cheating" ablation, where phi
 learns to encode only the end. `--noise_as_mask` adds the other frames as noised tokens.
 
-    python train_pfp.py --scale tiny                          # ~8 min on 2 CPU cores
+    python train_pfp.py --scale tiny                          # ~10 min on 2 CPU cores
     python train_pfp.py --scale tiny --compressor none        # the no-memory floor
     python train_pfp.py --scale tiny --data ../shared/videos  # real clips
 
