@@ -65,6 +65,7 @@ class Config:
     log_every: int = 20
     out: str = ""              # run folder; default runs/<name>
     threads: int = 0           # torch CPU threads; 0 keeps PyTorch's default
+    device: str = "cpu"        # cpu | cuda (| cuda:N): where the models and videos live
 
     # derived sizes, written once here so every file agrees
     @property

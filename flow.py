@@ -38,7 +38,7 @@ def euler_sample(velocity_fn, noise: torch.Tensor, steps: int, shift: float = 1.
     """Integrate from x_1 = noise to x_0. velocity_fn(x_t, t) takes t of shape (B,).
     If `trajectory` is a list, each intermediate x_t is appended (for a GIF of the sampling)."""
     x = noise
-    times = sampling_times(steps, shift)
+    times = sampling_times(steps, shift).to(noise.device)
     for t_now, t_next in zip(times[:-1], times[1:]):
         v = velocity_fn(x, t_now.expand(x.shape[0]))
         x = x + (t_next - t_now) * v                       # t decreases, so this walks toward data

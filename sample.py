@@ -31,6 +31,7 @@ def retrieve(dit, phi, video, omega, cfg: Config, generator=None, trajectory=Non
     """video (B, T, 3, H, W), omega (B, k) latent-frame indices -> retrieved pixels (B, k*vt, 3, H, W).
     With noise-as-mask models, the frames not asked for are present as pure noise (t = 1)."""
     B, k = omega.shape
+    omega = omega.to(video.device)
     latent = encode(video, cfg.vae_space, cfg.vae_time)                     # (B, T', C, h, w)
     memory, memory_pos = phi(video), memory_positions(cfg)
     shape = (B, latent.shape[1] if cfg.noise_as_mask else k, *latent.shape[2:])
@@ -55,7 +56,7 @@ def true_frames(video, omega, cfg: Config):
     """The pixel frames that `retrieve` is asked for: (B, k*vt, 3, H, W)."""
     B, T = video.shape[:2]
     groups = video.reshape(B, T // cfg.vae_time, cfg.vae_time, *video.shape[2:])
-    return groups[torch.arange(B)[:, None], omega].flatten(1, 2)
+    return groups[torch.arange(B, device=omega.device)[:, None], omega].flatten(1, 2)
 
 
 def to_uint8_hwc(frame):

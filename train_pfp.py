@@ -31,7 +31,7 @@ from data import DataError, TRAIN_SEED_OFFSET, VAL_SEED_OFFSET, synthetic_videos
 from dit import DiT
 from flow import add_noise, velocity_target, sample_t, loss_per_t_bin
 from latent import encode
-from metrics import psnr, ssim
+from metrics import psnr, ssim, load_stlpips
 from sample import retrieve, true_frames, save_rows_png, write_atomically
 
 
@@ -88,39 +88,49 @@ def pfp_loss(dit, phi, video, cfg: Config):
 
 
 @torch.no_grad()
-def evaluate_retrieval(dit, phi, videos, cfg: Config, groups_per_video: int, batch: int = 64):
+def evaluate_retrieval(dit, phi, videos, cfg: Config, groups_per_video: int, batch: int = 64, lpips=None):
     """Retrieve frames of each video in groups of k (a fixed random Omega each, as in training).
-    -> per-frame PSNR, SSIM and latent-frame position, plus (truth, retrieved) of the first group."""
+    -> per-frame PSNR, SSIM (and ST-LPIPS when an `lpips` function is given) and latent-frame position."""
     gen = torch.Generator().manual_seed(1234)
     T, k = cfg.latent_frames, cfg.targets
     jobs = []                                        # (video index, omega)
     for i in range(len(videos)):
         groups = torch.randperm(T, generator=gen)[:T // k * k].reshape(-1, k)   # (T // k, k) disjoint
         jobs += [(i, omega) for omega in groups.sort(dim=1).values[:groups_per_video]]
-    scores = {"psnr": [], "ssim": [], "position": []}
+    scores = {"psnr": [], "ssim": [], "position": [], **({"lpips": []} if lpips else {})}
     for start in range(0, len(jobs), batch):
         chunk = jobs[start:start + batch]
         video = videos[torch.tensor([i for i, _ in chunk])]                  # (b, T, 3, H, W)
-        omega = torch.stack([o for _, o in chunk])                           # (b, k)
+        omega = torch.stack([o for _, o in chunk]).to(video.device)          # (b, k)
         got, truth = retrieve(dit, phi, video, omega, cfg, gen), true_frames(video, omega, cfg)
         scores["psnr"].append(psnr(got, truth).flatten())
         scores["ssim"].append(ssim(got, truth).flatten())
+        if lpips:
+            scores["lpips"].append(lpips(got, truth).flatten())
         scores["position"].append(omega.repeat_interleave(cfg.vae_time, dim=1).flatten())
-    return {key: torch.cat(value) for key, value in scores.items()}
+    return {key: torch.cat(value).cpu() for key, value in scores.items()}
 
 
 def summarise(scores, cfg: Config) -> dict:
     """Mean PSNR/SSIM overall and per third of the history (first, middle, last)."""
     third = (scores["position"] * 3 // cfg.latent_frames).clamp(max=2)
-    out = {"psnr": scores["psnr"].mean().item(), "ssim": scores["ssim"].mean().item()}
+    out = {"psnr": scores["psnr"].mean().item(), "ssim": scores["ssim"].mean().item(),
+           "lpips": scores["lpips"].mean().item() if "lpips" in scores else None}     # ST-LPIPS; None: not installed
     for name, idx in zip(["first", "middle", "last"], range(3)):
         out[f"psnr_{name}"] = scores["psnr"][third == idx].mean().item()
         out[f"ssim_{name}"] = scores["ssim"][third == idx].mean().item()
     return out
 
 
-def retrieval_grid(dit, phi, videos, cfg: Config, path: str, n_videos: int = 4, n_frames: int = 8):
-    """Truth above retrieved, for frames spread across the history of a few validation videos."""
+def by_position(scores, cfg: Config) -> dict:
+    """Mean PSNR and SSIM at each latent-frame position of the history: the Omega ablation's plot."""
+    at = [scores["position"] == i for i in range(cfg.latent_frames)]
+    return {f"{m}_by_position": [scores[m][i].mean().item() for i in at] for m in ("psnr", "ssim")}
+
+
+def retrieval_rows(dit, phi, videos, cfg: Config, n_videos: int = 4, n_frames: int = 8) -> list:
+    """[truth, retrieved, truth, retrieved, ...]: frames spread across the history of the first
+    n_videos, each row (n_frames, 3, H, W), retrieved k = --targets at a time as in training."""
     T = cfg.latent_frames
     frames = torch.linspace(0, T - 1, min(n_frames, T)).round().long()
     rows = []
@@ -129,42 +139,39 @@ def retrieval_grid(dit, phi, videos, cfg: Config, path: str, n_videos: int = 4, 
                                   torch.Generator().manual_seed(0))[0]
                          for i in range(0, len(frames), cfg.targets)])
         rows += [true_frames(video[None], frames[None], cfg)[0], got]
-    save_rows_png(rows, path)
+    return rows
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(parser)
-    try:
-        cfg = config_from_args(parser.parse_args())
-    except ConfigError as e:
-        fail(str(e))
-    name = f"{cfg.compressor}_{cfg.rate}" + ("" if cfg.data == "synthetic" else "_real")
-    out = cfg.out or os.path.join("runs", name)
+def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int = 0) -> dict:
+    """Train phi and the DiT on L_pfp, evaluate retrieval, write run files to out -> summary.
+    data: (train, val, source) to reuse videos already loaded (evaluate.py); quiet: bar only.
+    Raises ConfigError / DataError for bad input."""
+    say = (lambda *a: None) if quiet else print
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {cfg.device}: no CUDA GPU is visible to PyTorch here; use --device cpu")
+    name = os.path.basename(os.path.normpath(out))
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    print(json.dumps(asdict(cfg)))
+    say(json.dumps(asdict(cfg)))
     write_atomically(os.path.join(out, "config.json"), lambda tmp: open(tmp, "w").write(json.dumps(asdict(cfg), indent=1)))
 
     # --- data -------------------------------------------------------------------------------
-    try:
-        train, val, source = load_videos(cfg)
-    except (ConfigError, DataError) as e:
-        fail(str(e))
-    print(f"data: {source}; train {tuple(train.shape)}, val {tuple(val.shape)}")
+    train_videos, val, source = data or load_videos(cfg)
+    train_videos, val = train_videos.to(cfg.device), val.to(cfg.device)
+    say(f"data: {source}; train {tuple(train_videos.shape)}, val {tuple(val.shape)}")
 
     # --- models -----------------------------------------------------------------------------
-    dit, phi = DiT(cfg), Compressor(cfg)
+    dit, phi = DiT(cfg).to(cfg.device), Compressor(cfg).to(cfg.device)
     phi.init_from_patchifier(dit.patchify.weight, dit.patchify.bias)
     ema_dit, ema_phi = copy.deepcopy(dit).requires_grad_(False), copy.deepcopy(phi).requires_grad_(False)
     params = list(dit.parameters()) + list(phi.parameters())
     n_memory = phi(val[:1]).shape[1]
     tokens_per_step = cfg.batch * (n_memory + (cfg.latent_frames if cfg.noise_as_mask else cfg.targets) * math.prod(cfg.token_grid[1:]))
-    print(f"DiT {sum(p.numel() for p in dit.parameters()) / 1e6:.2f}M params, compressor {cfg.compressor} "
-          f"{sum(p.numel() for p in phi.parameters()) / 1e6:.2f}M params, {n_memory} memory tokens for "
-          f"{math.prod(cfg.token_grid)} history tokens ({cfg.rate})")
+    say(f"DiT {sum(p.numel() for p in dit.parameters()) / 1e6:.2f}M params, compressor {cfg.compressor} "
+        f"{sum(p.numel() for p in phi.parameters()) / 1e6:.2f}M params, {n_memory} memory tokens for "
+        f"{math.prod(cfg.token_grid)} history tokens ({cfg.rate})")
 
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     def lr_factor(step):                             # linear warmup, cosine decay to 10%
@@ -182,10 +189,10 @@ def main():
     # --- training ---------------------------------------------------------------------------
     log = open(os.path.join(out, "metrics.jsonl"), "w")
     start = time.time()
-    bar = tqdm(range(cfg.steps), desc=f"stage 1 {name}", dynamic_ncols=True)
+    bar = tqdm(range(cfg.steps), desc=f"stage 1 {name}", dynamic_ncols=True, position=position, leave=not quiet)
     tick = time.time()
     for step in bar:
-        video = train[torch.randint(len(train), (cfg.batch,))]              # (B, T, 3, H, W)
+        video = train_videos[torch.randint(len(train_videos), (cfg.batch,), device=cfg.device)]   # (B, T, 3, H, W)
         if cfg.data != "synthetic" and torch.rand(()) < 0.5:
             video = video.flip(-1)                    # real clips are few: mirror half the batches
         loss, per_sample, t = pfp_loss(dit, phi, video, cfg)
@@ -212,26 +219,43 @@ def main():
             result = summarise(evaluate_retrieval(ema_dit, ema_phi, val[:8], cfg, groups_per_video=2), cfg)
             log.write(json.dumps({"step": step + 1, "val": result}) + "\n")
             log.flush()
-            bar.write(f"step {step + 1}: val PSNR {result['psnr']:.2f} dB (first/middle/last third "
-                      f"{result['psnr_first']:.2f}/{result['psnr_middle']:.2f}/{result['psnr_last']:.2f}), SSIM {result['ssim']:.3f}")
+            if not quiet:
+                bar.write(f"step {step + 1}: val PSNR {result['psnr']:.2f} dB (first/middle/last third "
+                          f"{result['psnr_first']:.2f}/{result['psnr_middle']:.2f}/{result['psnr_last']:.2f}), SSIM {result['ssim']:.3f}")
             save_checkpoint(step + 1)
             tick += time.time() - eval_start           # evaluation time is not training speed
+    bar.close()
     train_seconds = time.time() - start
 
     # --- final evaluation: every frame of every validation video, once ---------------------------
     save_checkpoint(cfg.steps)
-    final = summarise(evaluate_retrieval(ema_dit, ema_phi, val, cfg, groups_per_video=cfg.latent_frames // cfg.targets), cfg)
-    retrieval_grid(ema_dit, ema_phi, val, cfg, os.path.join(out, "retrieval.png"))
-    summary = {"name": name, "compressor": cfg.compressor, "rate": cfg.rate, "data": cfg.data, "steps": cfg.steps,
-               "memory_tokens": n_memory, "history_tokens": math.prod(cfg.token_grid), **final,
+    scores = evaluate_retrieval(ema_dit, ema_phi, val, cfg, groups_per_video=cfg.latent_frames // cfg.targets,
+                                lpips=load_stlpips())
+    final = summarise(scores, cfg)
+    save_rows_png(retrieval_rows(ema_dit, ema_phi, val, cfg), os.path.join(out, "retrieval.png"))
+    summary = {"name": name, "compressor": cfg.compressor, "rate": cfg.rate, "omega": cfg.omega, "data": cfg.data,
+               "data_split": source, "steps": cfg.steps, "memory_tokens": n_memory,
+               "history_tokens": math.prod(cfg.token_grid), **final, **by_position(scores, cfg),
                "train_seconds": train_seconds, "wall_seconds": time.time() - start, "config": asdict(cfg)}
     log.write(json.dumps({"step": cfg.steps, "val": final}) + "\n")
     log.close()
     write_atomically(os.path.join(out, "summary.json"), lambda tmp: open(tmp, "w").write(json.dumps(summary, indent=1)))
-    print(f"done in {summary['wall_seconds'] / 60:.1f} min: val retrieval PSNR {final['psnr']:.2f} dB "
-          f"(first/middle/last third {final['psnr_first']:.2f}/{final['psnr_middle']:.2f}/{final['psnr_last']:.2f}), "
-          f"SSIM {final['ssim']:.3f}, {n_memory} memory tokens")
-    print(f"wrote {out}/summary.json, {out}/retrieval.png, {out}/ckpt.pt")
+    say(f"done in {summary['wall_seconds'] / 60:.1f} min: val retrieval PSNR {final['psnr']:.2f} dB "
+        f"(first/middle/last third {final['psnr_first']:.2f}/{final['psnr_middle']:.2f}/{final['psnr_last']:.2f}), "
+        f"SSIM {final['ssim']:.3f}, {n_memory} memory tokens")
+    say(f"wrote {out}/summary.json, {out}/retrieval.png, {out}/ckpt.pt")
+    return summary
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flags(parser)
+    try:
+        cfg = config_from_args(parser.parse_args())
+        name = f"{cfg.compressor}_{cfg.rate}" + ("" if cfg.data == "synthetic" else "_real")
+        train(cfg, cfg.out or os.path.join("runs", name))
+    except (ConfigError, DataError) as e:
+        fail(str(e))
 
 
 if __name__ == "__main__":

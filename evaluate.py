@@ -1,0 +1,288 @@
+"""Table 1 in shape (PAPER.md, "Baselines and results to reproduce"): random-frame retrieval
+after stage-1 pretraining, one row per compressor, all trained with the same seeds, steps, data
+and (at 4x4x2) the same number of memory tokens; plus the Omega ablation (random frames
+against always the last ones, the "cheat" the paper warns of).
+
+    python evaluate.py --quick        # the whole table on 2 CPU cores in about 30 minutes
+    python evaluate.py                # the preset's full steps (2,000 at tiny): hours on CPU
+    python evaluate.py --quick --real ""                 # synthetic table only
+
+Every row is one train_pfp.train() run, cached in runs/table1/ under its full config: running
+again with the same flags reads the finished rows back and trains only what is missing.
+Validation: synthetic videos with seeds disjoint from training; real clips from --real, where
+train_pfp.load_videos holds the last video (by name) out whole and validates on its clips.
+
+Writes, for synthetic and for real clips (suffix _real):
+    results/table1.md            our table beside the paper's, the gaps, and the orderings checked
+    results/table1.json          every number behind it
+    results/table1_position.png  PSNR against the position of the retrieved frame (Omega ablation)
+    results/table1_rate.png      PSNR against memory tokens (the rate-quality curve)
+    results/table1_grid.png      the same frames retrieved by every row
+"""
+import argparse
+import hashlib
+import json
+import os
+from collections import namedtuple
+from dataclasses import asdict, replace
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from tqdm import tqdm
+
+from config import SCALES, Config, ConfigError, check, fail
+from data import DataError
+from plot import line_chart
+from metrics import psnr
+from sample import load_checkpoint, save_rows_png, write_atomically
+from train_pfp import load_videos, retrieval_rows, train
+
+Row = namedtuple("Row", "label compressor rate omega paper")   # paper: (PSNR, SSIM, LPIPS) or None
+ROWS = [
+    Row("Large Patchifier 4x4x2", "large_patchifier", "4x4x2", "random", (12.93, 0.412, 0.365)),
+    Row("Only LR 4x4x2", "only_lr", "4x4x2", "random", (15.21, 0.472, 0.212)),
+    Row("Without LR 4x4x2", "without_lr", "4x4x2", "random", (15.73, 0.423, 0.198)),
+    Row("Proposed 4x4x2", "pfp", "4x4x2", "random", (17.41, 0.596, 0.171)),
+    Row("Proposed 2x2x2", "pfp", "2x2x2", "random", (19.12, 0.683, 0.152)),
+    Row("Proposed 2x2x1", "pfp", "2x2x1", "random", (20.19, 0.705, 0.121)),
+    Row("No memory (floor)", "none", "4x4x2", "random", None),
+]
+OMEGA_LAST = Row("Proposed 4x4x2, Omega = last", "pfp", "4x4x2", "last", None)   # synthetic only
+QUICK_STEPS = {"synthetic": 600, "real": 400}   # --quick: the whole table in ~30 min on 2 cores
+
+
+def run_dir(cfg: Config, root: str) -> str:
+    """The cache folder of one row: its name says what it is, the hash says everything else."""
+    keep = {k: v for k, v in asdict(cfg).items() if k not in ("out", "threads", "device", "eval_every", "log_every")}
+    key = hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
+    data = "synthetic" if cfg.data == "synthetic" else "real"
+    return os.path.join(root, f"{data}_{cfg.compressor}_{cfg.rate}_{cfg.omega}_{cfg.steps}_{key}")
+
+
+def run_rows(jobs, data, root):
+    """jobs: [(Row, Config)] -> [summary], training the rows not cached yet; a bar across rows."""
+    summaries = []
+    bar = tqdm(jobs, desc="table 1 rows", position=0, dynamic_ncols=True)
+    for row, cfg in bar:
+        out = run_dir(cfg, root)
+        path = os.path.join(out, "summary.json")
+        cached = os.path.isfile(path) and os.path.isfile(os.path.join(out, "ckpt.pt"))
+        summary = json.load(open(path)) if cached else train(cfg, out, data[cfg.data], quiet=True, position=1)
+        summary.update(label=row.label, paper=row.paper, out=out)
+        summaries.append(summary)
+        lpips = "n/a" if summary["lpips"] is None else f"{summary['lpips']:.3f}"
+        bar.write(f"{row.label:<30} {'synthetic' if cfg.data == 'synthetic' else 'real':<9} "
+                  f"{summary['memory_tokens']:>4} tokens  PSNR {summary['psnr']:5.2f}  SSIM {summary['ssim']:.3f}  "
+                  f"ST-LPIPS {lpips}  first/last third {summary['psnr_first']:5.2f}/{summary['psnr_last']:5.2f}  "
+                  + ("cached" if cached else f"{summary['train_seconds'] / 60:.1f} min"))
+    return summaries
+
+
+@torch.no_grad()
+def linear_references(train_videos, val, cfg: Config) -> dict:
+    """What a *linear* code of each 4x4x2 memory keeps, with no network at all: PSNR of
+    only_lr: the video average-pooled by (t, h, w) = the LR branch's input, blown back up;
+    large_patchifier: each token sees one block of rt x (rh*s) x (rw*s) pixels and is a linear
+    map of it into D numbers; the best such code is the block's top-D principal components,
+    fitted on (up to 256) training videos. [ours: a reference point for reading Table 1]"""
+    rh, rw, rt = cfg.rate_hwt
+    s = cfg.vae_space * cfg.patch                               # pixels per DiT token, each way
+    pooled = torch.nn.functional.avg_pool3d(val.transpose(1, 2), (rt, rh, rw))             # (V, 3, T/rt, H/rh, W/rw)
+    up = pooled.repeat_interleave(rt, 2).repeat_interleave(rh, 3).repeat_interleave(rw, 4).transpose(1, 2)
+
+    def to_blocks(v):                                           # (B, T, 3, H, W) -> (blocks, rt*3*bh*bw)
+        B, T, C, H, W = v.shape
+        x = v.reshape(B, T // rt, rt, C, H // (rh * s), rh * s, W // (rw * s), rw * s)
+        return x.permute(0, 1, 4, 6, 2, 3, 5, 7).reshape(-1, rt * C * rh * s * rw * s)
+
+    def from_blocks(x, shape):
+        B, T, C, H, W = shape
+        x = x.reshape(B, T // rt, H // (rh * s), W // (rw * s), rt, C, rh * s, rw * s)
+        return x.permute(0, 1, 4, 5, 2, 6, 3, 7).reshape(shape)
+
+    fit = to_blocks(train_videos[:256].double())
+    mean = fit.mean(0)
+    _, vectors = torch.linalg.eigh((fit - mean).T @ (fit - mean))               # ascending eigenvalues
+    top = vectors[:, -cfg.dim:]                                                  # (block size, D)
+    code = (to_blocks(val.double()) - mean) @ top                                # (blocks, D): the memory
+    pca = from_blocks(code @ top.T + mean, val.shape).float().clamp(-1, 1)
+    return {"only_lr": psnr(up, val).mean().item(), "large_patchifier": psnr(pca, val).mean().item()}
+
+
+def orderings(rows) -> list:
+    """The paper's claims, each checked on our PSNR: (claim, holds, the figures)."""
+    by = {r["label"]: r for r in rows}
+    p = lambda label: by[label]["psnr"] if label in by else None
+    claims = [("Proposed 4x4x2 > Only LR 4x4x2", "Proposed 4x4x2", "Only LR 4x4x2"),
+              ("Proposed 4x4x2 > Without LR 4x4x2", "Proposed 4x4x2", "Without LR 4x4x2"),
+              ("Only LR 4x4x2 > Large Patchifier 4x4x2", "Only LR 4x4x2", "Large Patchifier 4x4x2"),
+              ("Without LR 4x4x2 > Large Patchifier 4x4x2", "Without LR 4x4x2", "Large Patchifier 4x4x2"),
+              ("Proposed 2x2x2 > Proposed 4x4x2", "Proposed 2x2x2", "Proposed 4x4x2"),
+              ("Proposed 2x2x1 > Proposed 2x2x2", "Proposed 2x2x1", "Proposed 2x2x2")]
+    out = [(claim, p(a) > p(b), f"{p(a):.2f} vs {p(b):.2f} dB") for claim, a, b in claims
+           if p(a) is not None and p(b) is not None]
+    # The Omega ablation: early = the first third of the history, late = the last k frames, the
+    # ones `--omega last` is always asked for (a third would mix them with frames it never sees).
+    for label, want_close in (("Proposed 4x4x2", True), (OMEGA_LAST.label, False)):
+        if label in by:
+            r = by[label]
+            early, late = r["psnr_first"], sum(r["psnr_by_position"][-r["config"]["targets"]:]) / r["config"]["targets"]
+            claim = f"{label}: first third within 2 dB of the last {r['config']['targets']} frames" if want_close else \
+                    f"{label}: first third more than 2 dB below the last {r['config']['targets']} frames (the cheat)"
+            out.append((claim, (late - early <= 2) == want_close, f"first third {early:.2f}, last frames {late:.2f} dB"))
+    return out
+
+
+def markdown(rows, title, references=None) -> str:
+    """Our table beside the paper's; gaps are measured against each table's Large Patchifier row."""
+    fmt = lambda v, f: "n/a" if v is None else format(v, f)
+    base = next((r for r in rows if r["compressor"] == "large_patchifier"), None)
+    lines = [f"### {title}", "", f"Data: {rows[0]['data_split']}; {rows[0]['steps']} steps, batch "
+             f"{rows[0]['config']['batch']}, seed {rows[0]['config']['seed']} for every row.", "",
+             "| Row | memory tokens | PSNR | SSIM | ST-LPIPS | PSNR first / last third | train min | "
+             "PSNR - LP (ours) | paper PSNR | paper SSIM | paper LPIPS | PSNR - LP (paper) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        paper = r["paper"] or (None, None, None)
+        ours_gap = r["psnr"] - base["psnr"] if base else None
+        paper_gap = paper[0] - 12.93 if paper[0] is not None else None
+        lines.append(f"| {r['label']} | {r['memory_tokens']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {fmt(r['lpips'], '.3f')} | "
+                     f"{r['psnr_first']:.2f} / {r['psnr_last']:.2f} | {r['train_seconds'] / 60:.1f} | "
+                     f"{fmt(ours_gap, '+.2f')} | {fmt(paper[0], '.2f')} | {fmt(paper[1], '.3f')} | "
+                     f"{fmt(paper[2], '.3f')} | {fmt(paper_gap, '+.2f')} |")
+    if references:
+        lines += ["", f"Linear reference points at 4x4x2, no network (`linear_references`): the pooled video the LR "
+                  f"branch sees, blown back up, {references['only_lr']:.2f} dB; the best linear {rows[0]['config']['dim']}-number "
+                  f"code of each large-patchifier block (PCA), {references['large_patchifier']:.2f} dB."]
+    lines += ["", "Orderings (the paper's claims, on our PSNR):", ""]
+    lines += [f"- {'yes' if holds else '**no**'}: {claim} ({figures})" for claim, holds, figures in orderings(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def labelled_png(rows, labels, path, scale=3, margin=270):
+    """rows: list of (N, 3, H, W) -> a PNG grid with each row's label on its left."""
+    save_rows_png(rows, path, scale=scale)
+    grid = Image.open(path).convert("RGB")
+    canvas = Image.new("RGB", (grid.width + margin, grid.height), "white")
+    canvas.paste(grid, (margin, 0))
+    draw, step = ImageDraw.Draw(canvas), grid.height / len(rows)
+    try:
+        font = ImageFont.load_default(size=14)
+    except TypeError:                                     # Pillow < 10.1
+        font = ImageFont.load_default()
+    for i, label in enumerate(labels):
+        draw.text((6, i * step + step / 2), label, fill="black", font=font, anchor="lm")
+    write_atomically(path, lambda tmp: canvas.save(tmp, format="PNG"))
+
+
+def plots(rows, suffix, results):
+    """The position plot and the rate-quality curve of one table."""
+    line_chart({r["label"]: (list(range(len(r["psnr_by_position"]))), r["psnr_by_position"]) for r in rows},
+               os.path.join(results, f"table1_position{suffix}.png"), title="Retrieval PSNR by position in the history",
+               xlabel="latent frame of the history (0 = oldest)", ylabel="PSNR (dB)")
+    proposed = sorted((r["memory_tokens"], r["psnr"]) for r in rows if r["compressor"] == "pfp" and r["omega"] == "random")
+    series = {"Proposed (4x4x2, 2x2x2, 2x2x1)": ([m for m, _ in proposed], [p for _, p in proposed])}
+    series.update({r["label"]: ([r["memory_tokens"]], [r["psnr"]]) for r in rows
+                   if r["compressor"] in ("large_patchifier", "only_lr", "without_lr")})
+    line_chart(series, os.path.join(results, f"table1_rate{suffix}.png"), title="Rate against quality",
+               xlabel="memory tokens per history", ylabel="PSNR (dB)", xlog=True)
+
+
+def picture_grid(rows, val, suffix, results):
+    """The same frames of the first validation video, retrieved by every row's checkpoint."""
+    truth, pictures, labels = None, [], []
+    for r in rows:
+        cfg, dit, phi = load_checkpoint(os.path.join(r["out"], "ckpt.pt"))
+        made = retrieval_rows(dit, phi, val, cfg, n_videos=1)             # [truth, retrieved]
+        truth = made[0]
+        pictures.append(made[1])
+        labels.append(f"{r['label']} ({r['psnr']:.1f} dB)")
+    labelled_png([truth] + pictures, ["truth"] + labels, os.path.join(results, f"table1_grid{suffix}.png"))
+
+
+def learning_curves(runs, path):
+    """Validation PSNR against training step for train_pfp.py run folders (their metrics.jsonl)."""
+    series = {}
+    for run in runs:
+        rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+        val = [(r["step"], r["val"]["psnr"]) for r in rows if "val" in r]
+        series[os.path.basename(os.path.normpath(run))] = ([s for s, _ in val], [p for _, p in val])
+    line_chart(series, path, title="Validation retrieval PSNR during training",
+               xlabel="training step", ylabel="PSNR (dB)")
+    print(f"wrote {path}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help=f"short runs ({QUICK_STEPS['synthetic']} steps synthetic, {QUICK_STEPS['real']} real): "
+                             "the whole table in ~30 min on 2 CPU cores")
+    parser.add_argument("--scale", default="tiny", choices=list(SCALES), help="preset every row starts from (default tiny)")
+    parser.add_argument("--steps", type=int, default=0, help="training steps per synthetic row (default: preset, or --quick's)")
+    parser.add_argument("--real_steps", type=int, default=0, help="training steps per real-clip row (default: as --steps)")
+    parser.add_argument("--real", default=os.path.join("..", "shared", "videos"),
+                        help="folder of real videos for the second table; '' skips it (default ../shared/videos)")
+    parser.add_argument("--runs", default=os.path.join("runs", "table1"), help="cache of trained rows (default runs/table1)")
+    parser.add_argument("--results", default="results", help="where the tables and figures go (default results)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 keeps PyTorch's default")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where every row trains (default cpu)")
+    parser.add_argument("--shard", default="", help="i/n: train only rows i, i+n, ... and write no report, so n "
+                        "processes can share a big machine; a last run without --shard reads the cache and reports")
+    parser.add_argument("--curves", nargs="+", default=None, metavar="RUN",
+                        help="instead of the table: plot validation PSNR against steps for these train_pfp.py "
+                             "run folders into <results>/curves.png")
+    parser.error = fail
+    args = parser.parse_args()
+    if args.curves:
+        missing = [r for r in args.curves if not os.path.isfile(os.path.join(r, "metrics.jsonl"))]
+        if missing:
+            fail(f"--curves: {missing[0]!r} holds no metrics.jsonl; pass run folders of train_pfp.py")
+        return learning_curves(args.curves, os.path.join(args.results, "curves.png"))
+    shard = args.shard.split("/") if args.shard else None
+    if shard and not (len(shard) == 2 and all(v.isdigit() for v in shard) and int(shard[0]) < int(shard[1])):
+        fail(f"--shard {args.shard!r} must be i/n with 0 <= i < n, e.g. 0/4")
+    if args.real and not os.path.isdir(args.real):
+        fail(f"--real {args.real!r} is not a folder: pass a folder of videos, or --real '' to skip the real-clip table")
+    preset = SCALES[args.scale]
+    steps = args.steps or (QUICK_STEPS["synthetic"] if args.quick else preset.steps)
+    real_steps = args.real_steps or args.steps or (QUICK_STEPS["real"] if args.quick else preset.steps)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tables = [("synthetic", "", "Synthetic validation videos", steps, ROWS + [OMEGA_LAST])]
+    if args.real:
+        tables.append((args.real, "_real", f"Real clips ({args.real})", real_steps, ROWS))
+
+    jobs, data = [], {}
+    try:
+        for source, _, _, n, rows in tables:
+            base = check(replace(preset, data=source, steps=n, eval_every=n + 1, threads=args.threads, device=args.device))
+            data[source] = load_videos(base)                               # (train, val, description)
+            jobs += [(row, check(replace(base, compressor=row.compressor, rate=row.rate, omega=row.omega))) for row in rows]
+    except (ConfigError, DataError) as e:
+        fail(str(e))
+    if shard:
+        i, n = int(shard[0]), int(shard[1])
+        run_rows(jobs[i::n], data, args.runs)
+        return
+    summaries = run_rows(jobs, data, args.runs)
+
+    os.makedirs(args.results, exist_ok=True)
+    report, everything = ["# Table 1 in shape: frame retrieval after stage-1 pretraining", "",
+                          f"Measured with `python evaluate.py{' --quick' if args.quick else ''}` ({args.scale} preset). "
+                          "Paper columns: PFP Table 1 (13B DiT, 4096 unseen videos, LPIPS); "
+                          "ours: ST-LPIPS when stlpips-pytorch is installed, else n/a.", ""], {}
+    for source, suffix, title, _, _ in tables:
+        rows = [s for s in summaries if s["data"] == source]
+        train_videos, val, _ = data[source]
+        report.append(markdown(rows, title, linear_references(train_videos, val, replace(preset, rate="4x4x2"))))
+        plots(rows, suffix, args.results)
+        picture_grid(rows, val, suffix, args.results)
+        everything[title] = rows
+    write_atomically(os.path.join(args.results, "table1.md"), lambda tmp: open(tmp, "w").write("\n".join(report)))
+    write_atomically(os.path.join(args.results, "table1.json"), lambda tmp: open(tmp, "w").write(json.dumps(everything, indent=1)))
+    print("\n".join(report))
+    print(f"wrote {args.results}/table1.md, table1.json, table1_position*.png, table1_rate*.png, table1_grid*.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""evaluate.py: the row cache, the ordering checks, the report, and its bad input."""
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+from PIL import Image
+
+import evaluate
+from config import SCALES
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def fake_summary(label, compressor, rate, psnr, first=None, by_position=None, omega="random"):
+    cfg = replace(SCALES["tiny"], compressor=compressor, rate=rate, omega=omega)
+    return {"label": label, "compressor": compressor, "rate": rate, "omega": omega, "psnr": psnr, "ssim": 0.5,
+            "lpips": None, "psnr_first": psnr if first is None else first, "psnr_last": psnr,
+            "psnr_by_position": by_position or [psnr] * cfg.latent_frames, "memory_tokens": 32,
+            "train_seconds": 60.0, "steps": cfg.steps, "data_split": "synthetic: test", "paper": None,
+            "config": asdict(cfg)}
+
+
+def test_run_dir_keys_on_what_changes_the_result():
+    cfg = SCALES["tiny"]
+    same = evaluate.run_dir(cfg, "r")
+    assert evaluate.run_dir(replace(cfg, threads=1, device="cuda", out="x", eval_every=7), "r") == same
+    for change in ({"steps": 10}, {"lr": 1e-3}, {"seed": 1}, {"rate": "4x4x2"}, {"data": "../v"}):
+        assert evaluate.run_dir(replace(cfg, **change), "r") != same, change
+
+
+def test_orderings_follow_the_figures():
+    T = SCALES["tiny"].latent_frames
+    rows = [fake_summary("Large Patchifier 4x4x2", "large_patchifier", "4x4x2", 13.0),
+            fake_summary("Only LR 4x4x2", "only_lr", "4x4x2", 14.0),
+            fake_summary("Without LR 4x4x2", "without_lr", "4x4x2", 12.0),
+            fake_summary("Proposed 4x4x2", "pfp", "4x4x2", 15.0),
+            fake_summary("Proposed 2x2x2", "pfp", "2x2x2", 18.0),
+            fake_summary("Proposed 2x2x1", "pfp", "2x2x1", 17.0),
+            # the cheat: the first third at 10 dB, the last two frames at 13 dB
+            fake_summary(evaluate.OMEGA_LAST.label, "pfp", "4x4x2", 11.0, first=10.0,
+                         by_position=[10.0] * (T - 2) + [13.0, 13.0], omega="last")]
+    got = {claim: holds for claim, holds, _ in evaluate.orderings(rows)}
+    assert got["Proposed 4x4x2 > Only LR 4x4x2"] and got["Proposed 4x4x2 > Without LR 4x4x2"]
+    assert got["Only LR 4x4x2 > Large Patchifier 4x4x2"] and not got["Without LR 4x4x2 > Large Patchifier 4x4x2"]
+    assert got["Proposed 2x2x2 > Proposed 4x4x2"] and not got["Proposed 2x2x1 > Proposed 2x2x2"]
+    omega = [holds for claim, holds in got.items() if "frames" in claim]
+    assert omega == [True, True]                   # random keeps early frames; last cheats (3 dB gap)
+    rows[-1]["psnr_by_position"] = [10.0] * T      # no gap: the cheat is not shown
+    assert [h for c, h, _ in evaluate.orderings(rows) if "cheat" in c] == [False]
+
+
+def test_markdown_has_every_row_and_na_for_missing_lpips():
+    rows = [fake_summary("Large Patchifier 4x4x2", "large_patchifier", "4x4x2", 13.0),
+            fake_summary("Proposed 4x4x2", "pfp", "4x4x2", 15.5)]
+    rows[1]["paper"] = (17.41, 0.596, 0.171)
+    text = evaluate.markdown(rows, "Synthetic")
+    assert "| Proposed 4x4x2 | 32 | 15.50 |" in text and "+2.50" in text and "+4.48" in text
+    assert "| n/a |" in text and "yes: Proposed" not in text.split("Orderings")[0]
+
+
+def test_cached_rows_are_read_not_retrained(tmp_path, monkeypatch):
+    cfg = replace(SCALES["tiny"], steps=5)
+    out = evaluate.run_dir(cfg, str(tmp_path))
+    os.makedirs(out)
+    json.dump(fake_summary("x", "pfp", "2x2x2", 12.3), open(os.path.join(out, "summary.json"), "w"))
+    open(os.path.join(out, "ckpt.pt"), "w").close()
+    monkeypatch.setattr(evaluate, "train", lambda *a, **k: pytest.fail("a cached row was retrained"))
+    [summary] = evaluate.run_rows([(evaluate.ROWS[4], cfg)], {"synthetic": None}, str(tmp_path))
+    assert summary["psnr"] == 12.3 and summary["label"] == "Proposed 2x2x2" and summary["out"] == out
+
+
+def test_labelled_png_adds_a_label_margin(tmp_path):
+    rows = [torch.zeros(3, 3, 8, 8), torch.ones(3, 3, 8, 8)]
+    path = str(tmp_path / "grid.png")
+    evaluate.labelled_png(rows, ["truth", "row"], path, scale=2, margin=100)
+    image = Image.open(path)
+    assert image.size == (100 + 3 * (8 + 2) * 2, 2 * (8 + 2) * 2)
+    assert not os.path.exists(path + ".tmp")
+
+
+@pytest.mark.parametrize("args, message", [(["--shard", "3"], "must be i/n"), (["--shard", "4/4"], "must be i/n"),
+                                           (["--real", "/no/such/folder"], "is not a folder"),
+                                           (["--steps", "x"], "invalid int value")])
+def test_bad_input_is_one_line(args, message):
+    done = subprocess.run([sys.executable, "evaluate.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
