@@ -5,7 +5,10 @@ against always the last ones, the "cheat" the paper warns of).
 
     python evaluate.py --quick        # the whole table on 2 CPU cores in about 30 minutes
     python evaluate.py                # the preset's full steps (2,000 at tiny): hours on CPU
-    python evaluate.py --quick --real ""                 # synthetic table only
+    python evaluate.py --quick --tables synthetic        # one table only
+    python evaluate.py --device cuda --shard 0/8 & ...   # n processes train the rows on one GPU; then
+    python evaluate.py --device cuda                     # ... a last run reads the cache and reports
+    python evaluate.py --curves runs/a runs/b            # validation PSNR against steps of train_pfp runs
 
 Every row is one train_pfp.train() run, cached in runs/table1/ under its full config: running
 again with the same flags reads the finished rows back and trains only what is missing.
@@ -23,6 +26,7 @@ import argparse
 import hashlib
 import json
 import os
+import sys
 from collections import namedtuple
 from dataclasses import asdict, replace
 
@@ -222,6 +226,8 @@ def main():
     parser.add_argument("--real_steps", type=int, default=0, help="training steps per real-clip row (default: as --steps)")
     parser.add_argument("--real", default=os.path.join("..", "shared", "videos"),
                         help="folder of real videos for the second table; '' skips it (default ../shared/videos)")
+    parser.add_argument("--tables", default="both", choices=["both", "synthetic", "real"],
+                        help="which tables to train and report (default both)")
     parser.add_argument("--runs", default=os.path.join("runs", "table1"), help="cache of trained rows (default runs/table1)")
     parser.add_argument("--results", default="results", help="where the tables and figures go (default results)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 keeps PyTorch's default")
@@ -241,6 +247,8 @@ def main():
     shard = args.shard.split("/") if args.shard else None
     if shard and not (len(shard) == 2 and all(v.isdigit() for v in shard) and int(shard[0]) < int(shard[1])):
         fail(f"--shard {args.shard!r} must be i/n with 0 <= i < n, e.g. 0/4")
+    if args.tables == "real" and not args.real:
+        fail("--tables real needs --real FOLDER")
     if args.real and not os.path.isdir(args.real):
         fail(f"--real {args.real!r} is not a folder: pass a folder of videos, or --real '' to skip the real-clip table")
     preset = SCALES[args.scale]
@@ -248,8 +256,8 @@ def main():
     real_steps = args.real_steps or args.steps or (QUICK_STEPS["real"] if args.quick else preset.steps)
     if args.threads:
         torch.set_num_threads(args.threads)
-    tables = [("synthetic", "", "Synthetic validation videos", steps, ROWS + [OMEGA_LAST])]
-    if args.real:
+    tables = [("synthetic", "", "Synthetic validation videos", steps, ROWS + [OMEGA_LAST])] if args.tables != "real" else []
+    if args.real and args.tables != "synthetic":
         tables.append((args.real, "_real", f"Real clips ({args.real})", real_steps, ROWS))
 
     jobs, data = [], {}
@@ -268,16 +276,17 @@ def main():
 
     os.makedirs(args.results, exist_ok=True)
     report, everything = ["# Table 1 in shape: frame retrieval after stage-1 pretraining", "",
-                          f"Measured with `python evaluate.py{' --quick' if args.quick else ''}` ({args.scale} preset). "
+                          f"Measured with `python {' '.join(sys.argv)}` ({args.scale} preset). "
                           "Paper columns: PFP Table 1 (13B DiT, 4096 unseen videos, LPIPS); "
                           "ours: ST-LPIPS when stlpips-pytorch is installed, else n/a.", ""], {}
     for source, suffix, title, _, _ in tables:
         rows = [s for s in summaries if s["data"] == source]
         train_videos, val, _ = data[source]
-        report.append(markdown(rows, title, linear_references(train_videos, val, replace(preset, rate="4x4x2"))))
+        references = linear_references(train_videos, val, replace(preset, rate="4x4x2"))
+        report.append(markdown(rows, title, references))
         plots(rows, suffix, args.results)
         picture_grid(rows, val, suffix, args.results)
-        everything[title] = rows
+        everything[title] = {"rows": rows, "linear_references_4x4x2": references}
     write_atomically(os.path.join(args.results, "table1.md"), lambda tmp: open(tmp, "w").write("\n".join(report)))
     write_atomically(os.path.join(args.results, "table1.json"), lambda tmp: open(tmp, "w").write(json.dumps(everything, indent=1)))
     print("\n".join(report))

@@ -84,7 +84,9 @@ def test_labelled_png_adds_a_label_margin(tmp_path):
 
 @pytest.mark.parametrize("args, message", [(["--shard", "3"], "must be i/n"), (["--shard", "4/4"], "must be i/n"),
                                            (["--real", "/no/such/folder"], "is not a folder"),
-                                           (["--steps", "x"], "invalid int value")])
+                                           (["--steps", "x"], "invalid int value"),
+                                           (["--curves", "/no/such/run"], "holds no metrics.jsonl"),
+                                           (["--tables", "real", "--real", ""], "needs --real FOLDER")])
 def test_bad_input_is_one_line(args, message):
     done = subprocess.run([sys.executable, "evaluate.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and message in done.stderr
