@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,6 +42,8 @@ CASES = {
     "video shorter than history": (["--data", "{short}"], "frames"),
     "corrupt file": (["--data", "{corrupt}"], "broken.mp4"),
 }
+if not torch.cuda.is_available():
+    CASES["no GPU for --device cuda"] = (["--device", "cuda"], "no CUDA GPU")
 
 
 @pytest.mark.parametrize("case", CASES)
