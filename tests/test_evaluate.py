@@ -59,7 +59,21 @@ def test_markdown_has_every_row_and_na_for_missing_lpips():
     rows[1]["paper"] = (17.41, 0.596, 0.171)
     text = evaluate.markdown(rows, "Synthetic")
     assert "| Proposed 4x4x2 | 32 | 15.50 |" in text and "+2.50" in text and "+4.48" in text
-    assert "| n/a |" in text and "yes: Proposed" not in text.split("Orderings")[0]
+    assert "| n/a |" in text and text.count("\n| ") == 3          # header and two rows
+
+
+def test_linear_references_in_closed_form():
+    cfg = replace(SCALES["tiny"], rate="4x4x2")
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.rand(4, 8, 3, 8, 8, generator=g) * 2 - 1                 # (B, T/2, 3, H/4, W/4)
+    blocky = coarse.repeat_interleave(2, 1).repeat_interleave(4, 3).repeat_interleave(4, 4)  # (4, 16, 3, 32, 32)
+    refs = evaluate.linear_references(blocky, blocky, cfg)
+    assert refs["only_lr"] > 90                  # constant over every pooling block: pooling keeps it all
+    # 4 videos x 8 x 2 x 2 = 128 blocks span at most 127 directions: a 128-number code keeps them
+    assert refs["large_patchifier"] > 60
+    noise = torch.rand(4, 16, 3, 32, 32, generator=g) * 2 - 1
+    refs = evaluate.linear_references(blocky, noise, cfg)                   # fitted on other data
+    assert refs["only_lr"] < 15 and refs["large_patchifier"] < 15
 
 
 def test_cached_rows_are_read_not_retrained(tmp_path, monkeypatch):
