@@ -92,7 +92,7 @@ def linear_references(train_videos, val, cfg: Config) -> dict:
     rh, rw, rt = cfg.rate_hwt
     s = cfg.vae_space * cfg.patch                               # pixels per DiT token, each way
     pooled = torch.nn.functional.avg_pool3d(val.transpose(1, 2), (rt, rh, rw))             # (V, 3, T/rt, H/rh, W/rw)
-    up = pooled.repeat_interleave(rt, 2).repeat_interleave(rh, 3).repeat_interleave(rw, 4).transpose(1, 2)
+    up = pooled.repeat_interleave(rt, 2).repeat_interleave(rh, 3).repeat_interleave(rw, 4).transpose(1, 2)  # (V, T, 3, H, W)
 
     def to_blocks(v):                                           # (B, T, 3, H, W) -> (blocks, rt*3*bh*bw)
         B, T, C, H, W = v.shape
@@ -170,10 +170,7 @@ def labelled_png(rows, labels, path, scale=3, margin=270):
     canvas = Image.new("RGB", (grid.width + margin, grid.height), "white")
     canvas.paste(grid, (margin, 0))
     draw, step = ImageDraw.Draw(canvas), grid.height / len(rows)
-    try:
-        font = ImageFont.load_default(size=14)
-    except TypeError:                                     # Pillow < 10.1
-        font = ImageFont.load_default()
+    font = ImageFont.load_default(size=14)                # scalable since Pillow 10.1 (requirements.txt)
     for i, label in enumerate(labels):
         draw.text((6, i * step + step / 2), label, fill="black", font=font, anchor="lm")
     write_atomically(path, lambda tmp: canvas.save(tmp, format="PNG"))

@@ -82,10 +82,7 @@ def line_chart(series, path, title="", xlabel="", ylabel="", xlog=False, ylog=Fa
     xt, xl, fx = _axis([p[0] for p in pts], xlog)
     yt, yl, fy = _axis([p[1] for p in pts], ylog)
 
-    try:                                                           # Pillow >= 10.1: scalable
-        font, tfont = ImageFont.load_default(size=14), ImageFont.load_default(size=17)
-    except TypeError:                                              # older: small bitmap font
-        font = tfont = ImageFont.load_default()
+    font, tfont = ImageFont.load_default(size=14), ImageFont.load_default(size=17)   # Pillow >= 10.1
     wid = lambda s, f=font: math.ceil(f.getlength(s))              # text width, pixels
     hgt = lambda s, f=font: f.getbbox(s)[3] - f.getbbox(s)[1]      # text height, pixels
     th = hgt("0123456789")
