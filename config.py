@@ -47,7 +47,10 @@ class Config:
     t_mean: float = 0.0        # logit-normal timestep sampling: t = sigmoid(N(t_mean, t_std))
     t_std: float = 1.0
     t_shift: float = 3.0       # SD3-style shift; > 1 spends more steps at high noise
-    sample_steps: int = 16     # Euler steps for retrieval
+    sample_steps: int = 16     # Euler steps for retrieval and generation
+    # --- stage 2, autoregressive fine-tuning (train_ar.py) ----------------------------------
+    chunk: int = 2             # latent frames generated per autoregressive step
+    window: int = 2            # latent frames before the split kept uncompressed beside phi(H) (paper's tiny window)
     # --- optimisation -----------------------------------------------------------------------
     steps: int = 2000
     batch: int = 8
@@ -140,7 +143,9 @@ def check(cfg: Config, rate_must_divide: bool = True) -> Config:
         raise ConfigError(f"unknown --omega {cfg.omega!r}: choose random or last")
     if not 1 <= cfg.targets <= cfg.latent_frames:
         raise ConfigError(f"--targets {cfg.targets} must be between 1 and the {cfg.latent_frames} latent frames of the history")
-    for name in ("steps", "batch", "sample_steps", "train_videos", "val_videos", "eval_every", "log_every",
+    if cfg.window < 0:
+        raise ConfigError(f"--window must be 0 or more latent frames, got {cfg.window}")
+    for name in ("steps", "batch", "sample_steps", "chunk", "train_videos", "val_videos", "eval_every", "log_every",
                  "frame_stride", "depth", "hr_channels"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name} must be a positive integer, got {getattr(cfg, name)}")
@@ -161,8 +166,9 @@ def add_config_flags(parser: argparse.ArgumentParser):
     parser.error = fail  # argparse's own errors become one line with exit code 2
 
 
-def config_from_args(args: argparse.Namespace, rate_must_divide: bool = True) -> Config:
-    values = asdict(SCALES[args.scale])
+def config_from_args(args: argparse.Namespace, rate_must_divide: bool = True, base: dict = None) -> Config:
+    """The preset named by --scale (or `base`, e.g. a checkpoint's config), then every flag given."""
+    values = dict(base) if base else asdict(SCALES[args.scale])
     values.update({k: v for k, v in vars(args).items() if k in values and v is not None})
     return check(Config(**values), rate_must_divide)
 

@@ -181,6 +181,76 @@ def synthetic_videos(seeds, frames: int, size: int, progress: bool = False) -> t
     return videos
 
 
+# ----------------------------------------------------------------------------- memory-recall benchmark
+RECALL_FULL_VIEWS = 2  # frames in which the object is seen whole before it hides
+
+
+def recall_speed_and_width(size):
+    """The recall object's speed (px/frame, 2 at S=32) and width (8 px at S=32): integers, so
+    that its re-entry and its hidden frames fall on exact frames."""
+    return max(1, round(2 * size / 32)), max(4, round(0.25 * size))
+
+
+def recall_hidden_range(frames: int, size: int, after: int = 2) -> int:
+    """The largest `hidden` that recall_video(seed, frames, size, hidden, after=after) accepts:
+    the object must be seen whole in RECALL_FULL_VIEWS frames before it hides."""
+    if size < 8 or after < 0:
+        raise DataError(f"recall videos need size >= 8 and after >= 0, got size={size}, after={after}: "
+                        "raise --height/--width or pass after >= 0")
+    speed, width = recall_speed_and_width(size)
+    # Counting back from the first hidden frame, the object was last whole ceil(width / speed)
+    # frames earlier, and the frames before that show it whole too: each extra hidden frame
+    # pushes this run back by one frame, until it starts before frame 0.
+    enter = frames - after - 1
+    largest = enter - -(-width // speed) - (RECALL_FULL_VIEWS - 1)
+    if largest < 1:
+        raise DataError(f"recall videos of size {size} with after={after} need frames >= {frames - largest + 1}, "
+                        f"got {frames}: raise --history")
+    return largest
+
+
+def recall_video(seed: int, frames: int, size: int, hidden: int, look: int = None, after: int = 2) -> tuple:
+    """-> video (T, 3, S, S) float32 in [-1, 1], object mask (T, S, S) bool.
+
+    The memory-recall benchmark of evaluate.py --recall (object consistency, PAPER.md Table 2;
+    the paper's Figure 6): a static camera over a texture and one patterned object that moves
+    right at constant speed, leaves the frame, stays hidden for exactly `hidden` frames and
+    re-enters from the left at frame T - after - 1, so a model must recall its look from memory.
+    The background, the row and the size come from `seed`, the object's look from `look`
+    (default `seed`): two looks give identical videos outside the object."""
+    largest = recall_hidden_range(frames, size, after)
+    if hidden < 1 or hidden > largest:
+        raise DataError(f"recall_video needs 1 <= hidden <= {largest} at "
+                        f"frames={frames}, size={size}, after={after}, got hidden={hidden}: "
+                        "lower hidden or raise --history")
+    rng = np.random.default_rng(seed)
+    speed, width = recall_speed_and_width(size)
+    top, left = rng.integers(0, size + 1, size=2)  # a window of the (2S, 2S) canvas
+    canvas = textured_canvas(rng, size)[top : top + size, left : left + size]  # (S, S, 3)
+    height = round(rng.uniform(0.3, 0.45) * size)
+    row = rng.integers(0, size - height + 1)  # the object is always whole vertically
+    colours, mask = sprite_pattern(np.random.default_rng([seed if look is None else look, 1]), height, width, size)
+
+    # The object's right edge is `speed` px into the frame at the re-entry frame and advances by
+    # `speed` per frame around a loop of `loop` px; the object is hidden while its right edge is
+    # at 0 or in [S + width, loop), which the loop length makes exactly `hidden` frames.
+    enter = frames - after - 1
+    loop = size + width + speed * (hidden - 1)
+    right_edge = np.mod(speed * (np.arange(frames) - enter + 1), loop)  # (T,)
+    offsets = np.arange(size) - (right_edge - width)[:, None]  # (T, S) object column under each frame column
+    inside = (offsets >= 0) & (offsets < width)  # (T, S)
+    object_cols = np.clip(offsets, 0, width - 1)  # (T, S)
+    object_mask = np.zeros((frames, size, size), dtype=bool)  # (T, S, S)
+    object_mask[:, row : row + height] = mask[:, object_cols].transpose(1, 0, 2) & inside[:, None, :]  # (T, h, S)
+    video = np.repeat(canvas[None], frames, axis=0)  # (T, S, S, 3)
+    object_colours = colours[:, object_cols].transpose(1, 0, 2, 3)  # (T, h, S, 3)
+    band = video[:, row : row + height]  # (T, h, S, 3), a view: painting it paints the video
+    band[:] = np.where(object_mask[:, row : row + height, :, None], object_colours, band)
+
+    video = torch.from_numpy(np.ascontiguousarray(video, dtype=np.float32))  # (T, S, S, 3) in [0, 1]
+    return (video.permute(0, 3, 1, 2) * 2 - 1).contiguous(), torch.from_numpy(object_mask)  # (T, 3, S, S), (T, S, S)
+
+
 # ----------------------------------------------------------------------------- real videos
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".gif", ".mov", ".avi", ".mkv")
 

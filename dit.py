@@ -156,6 +156,13 @@ class DiT(nn.Module):
         pos = torch.cat([f, rc.expand(f.shape[0], f.shape[1], -1, -1)], dim=-1)  # (B, F, rows*cols, 3)
         return pos.reshape(f.shape[0], -1, 3)
 
+    def clean_tokens(self, latent: torch.Tensor, frame_pos: torch.Tensor) -> tuple:
+        """Clean latent frames (B, F, C, h, w) at frame_pos (B, F) -> context tokens (B, F*n, D) and
+        their positions (B, F*n, 3): stage 2's uncompressed sliding window, patchified exactly as
+        the noisy frames are, so it can sit beside phi(H) in the memory."""
+        tokens = self.patchify(latent.transpose(1, 2))              # (B, D, F, h/p, w/p)
+        return tokens.flatten(2).transpose(1, 2), self.token_positions(frame_pos)
+
     def forward(self, x_t, t, frame_pos, memory, memory_pos):
         """
         x_t:        (B, F, C, h, w) noisy latent frames

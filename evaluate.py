@@ -57,7 +57,8 @@ QUICK_STEPS = {"synthetic": 600, "real": 400}   # --quick: the whole table in ~3
 
 def run_dir(cfg: Config, root: str) -> str:
     """The cache folder of one row: its name says what it is, the hash says everything else."""
-    keep = {k: v for k, v in asdict(cfg).items() if k not in ("out", "threads", "device", "eval_every", "log_every")}
+    skip = ("out", "threads", "device", "eval_every", "log_every", "chunk", "window")   # the last two are stage 2's
+    keep = {k: v for k, v in asdict(cfg).items() if k not in skip}
     key = hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
     data = "synthetic" if cfg.data == "synthetic" else "real"
     return os.path.join(root, f"{data}_{cfg.compressor}_{cfg.rate}_{cfg.omega}_{cfg.steps}_{key}")
@@ -193,7 +194,7 @@ def picture_grid(rows, val, suffix, results):
     """The same frames of the first validation video, retrieved by every row's checkpoint."""
     truth, pictures, labels = None, [], []
     for r in rows:
-        cfg, dit, phi = load_checkpoint(os.path.join(r["out"], "ckpt.pt"))
+        cfg, dit, phi, _ = load_checkpoint(os.path.join(r["out"], "ckpt.pt"))
         made = retrieval_rows(dit, phi, val, cfg, n_videos=1)             # [truth, retrieved]
         truth = made[0]
         pictures.append(made[1])

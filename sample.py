@@ -1,27 +1,38 @@
-"""Retrieval with a trained compressor: "show me frame i of this history" (PAPER.md, stage 1).
+"""Sampling from trained models: retrieval (stage 1) and autoregressive generation (stage 2).
 
-phi compresses the whole history once; the DiT then samples the requested frames from pure
-noise with the Euler sampler, seeing only the memory tokens and the frames' time positions.
-The PSNR/SSIM between retrieved and true frames is the paper's Table 1 metric.
+Retrieval, "show me frame i of this history" (PAPER.md, stage 1): phi compresses the whole
+history once; the DiT samples the requested frames from pure noise with the Euler sampler,
+seeing only the memory tokens and the frames' time positions. PSNR/SSIM against the true
+frames is the paper's Table 1 metric.
 
-    python sample.py --ckpt runs/tiny/ckpt.pt --retrieve                       # a validation seed
-    python sample.py --ckpt runs/tiny/ckpt.pt --retrieve --video ../shared/videos/cockatoo.mp4 --frames 0 5 10 15
+Generation (PAPER.md, stage 2): from a prompt clip, each chunk re-compresses the *whole*
+history so far with phi, keeps its last --window latent frames uncompressed beside it
+(`ar_context`), and samples the next --chunk latent frames.
 
-Writes <out>/retrieve.png (truth above retrieved) and <out>/retrieve.gif (the Euler trajectory).
+    python sample.py --ckpt runs/pfp_2x2x2/ckpt.pt --retrieve                   # a validation seed
+    python sample.py --ckpt runs/pfp_2x2x2/ckpt.pt --retrieve --video ../shared/videos/cockatoo.mp4 --frames 0 5 10 15
+    python sample.py --ckpt runs/ar_pfp_2x2x2/ckpt.pt --generate --chunks 16    # a train_ar.py run
+
+Writes <out>/retrieve.png (truth above retrieved) and retrieve.gif (the Euler trajectory), or
+<out>/generate.mp4 and generate.gif (prompt frames framed in red, generated ones in green).
+
+Letters: B batch, T frames, k requested frames, s split point, c chunk, M memory tokens.
 """
 import argparse
 import os
-import sys
+from dataclasses import replace
 
+import imageio
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from config import Config, ConfigError, check, fail
 from compressor import Compressor, memory_positions
 from data import DataError, VAL_SEED_OFFSET, synthetic_video, video_file_clips
 from dit import DiT
-from flow import add_noise, euler_sample
+from flow import euler_sample
 from latent import encode, decode
 from metrics import psnr, ssim
 
@@ -59,6 +70,87 @@ def true_frames(video, omega, cfg: Config):
     return groups[torch.arange(B, device=omega.device)[:, None], omega].flatten(1, 2)
 
 
+def ar_context(dit, phi, video, s: int, cfg: Config) -> tuple:
+    """What the DiT may see when it predicts the chunk after split point s (in latent frames):
+    phi of every frame before s, plus the last `window` latent frames before s as clean tokens.
+    video (B, >= s*vt, 3, H, W) -> context (B, M + w*n, D), positions (B, M + w*n, 3).
+    Only frames before s are read (tests/test_ar.py changes the rest and checks).
+
+    Positions are counted from the present [ours]: the chunk always sits at latent frames
+    T..T+c-1 (T = the stage-1 history), the history just before it, so a long rollout shows the
+    DiT the same positions near the present as training did; only old memory goes negative."""
+    B, vt = video.shape[0], cfg.vae_time
+    history = video[:, :s * vt]                                              # (B, s*vt, 3, H, W)
+    shift = torch.tensor([cfg.latent_frames - s, 0.0, 0.0], device=video.device)
+    memory = phi(history)                                                    # (B, M, D)
+    memory_pos = memory_positions(replace(cfg, history=s * vt)).to(video.device) + shift   # (M, 3)
+    w = min(cfg.window, s)
+    if w == 0:
+        return memory, memory_pos.expand(B, -1, -1)
+    recent = encode(history[:, (s - w) * vt:], cfg.vae_space, vt)            # (B, w, C, h, w)
+    window_pos = (cfg.latent_frames - w + torch.arange(w, device=video.device)).expand(B, w)
+    window, window_pos = dit.clean_tokens(recent, window_pos)                # (B, w*n, D), (B, w*n, 3)
+    return torch.cat([memory, window], 1), torch.cat([memory_pos.expand(B, -1, -1), window_pos], 1)
+
+
+def chunk_positions(batch: int, cfg: Config, device) -> torch.Tensor:
+    """(B, c) latent-frame positions of the chunk being generated: right after the present."""
+    return (cfg.latent_frames + torch.arange(cfg.chunk, device=device)).expand(batch, cfg.chunk)
+
+
+@torch.no_grad()
+def generate(dit, phi, prompt, chunks: int, cfg: Config, generator=None, progress: bool = True) -> tuple:
+    """prompt (B, P, 3, H, W) -> (video (B, P + chunks*c*vt, 3, H, W), context tokens used per chunk).
+    Every chunk re-compresses the whole history so far, then samples c latent frames with Euler."""
+    video, used = prompt, []
+    B, c, vt = prompt.shape[0], cfg.chunk, cfg.vae_time
+    h, w = cfg.height // cfg.vae_space, cfg.width // cfg.vae_space
+    frame_pos = chunk_positions(B, cfg, prompt.device)
+    steps_bar = tqdm(total=cfg.sample_steps, desc="euler steps", leave=False, disable=not progress)
+    for _ in tqdm(range(chunks), desc="chunks", disable=not progress):
+        context, context_pos = ar_context(dit, phi, video, video.shape[1] // vt, cfg)   # (B, N_ctx, D)
+        used.append(context.shape[1])
+        steps_bar.reset()
+
+        def velocity(x, t):
+            steps_bar.update()
+            return dit(x, t[:, None].expand(B, c), frame_pos, context, context_pos)
+        noise = torch.randn((B, c, cfg.latent_channels, h, w), generator=generator).to(prompt.device)
+        x0 = euler_sample(velocity, noise, cfg.sample_steps, cfg.t_shift)   # (B, c, C, h, w)
+        video = torch.cat([video, decode(x0, cfg.vae_space, vt).clamp(-1, 1)], dim=1)
+    steps_bar.close()
+    return video, used
+
+
+def framed_bthwc_uint8(video, prompt_frames: int, scale: int = 8, border: int = 2) -> np.ndarray:
+    """(B, T, 3, H, W) in [-1, 1] -> (T, B*H', W', 3) uint8: the batch stacked vertically, upscaled
+    with nearest pixels, each frame framed red while it is prompt and green once generated."""
+    frames = []
+    for t in range(video.shape[1]):
+        tiles = []
+        for b in range(video.shape[0]):
+            tile = np.asarray(Image.fromarray(to_uint8_hwc(video[b, t])).resize(
+                (video.shape[-1] * scale, video.shape[-2] * scale), Image.NEAREST))
+            tile = np.pad(tile, ((border, border), (border, border), (0, 0)))
+            tile[:border], tile[-border:], tile[:, :border], tile[:, -border:] = [(220, 40, 40) if t < prompt_frames else (40, 200, 60)] * 4
+            tiles.append(tile)
+        frames.append(np.concatenate(tiles, axis=0))
+    return np.stack(frames)
+
+
+def save_bthwc_uint8_as_mp4_and_gif(frames, path_stem, fps: int = 8):
+    """(T, H, W, 3) uint8 -> <path_stem>.mp4 (H.264 via imageio-ffmpeg) and <path_stem>.gif, each atomic."""
+    def mp4(tmp):
+        with imageio.v2.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", macro_block_size=1,
+                                   ffmpeg_params=["-pix_fmt", "yuv420p"]) as writer:
+            for frame in frames:
+                writer.append_data(frame[:frame.shape[0] // 2 * 2, :frame.shape[1] // 2 * 2])   # yuv420p: even sides
+    write_atomically(path_stem + ".mp4", mp4)
+    images = [Image.fromarray(frame) for frame in frames]
+    write_atomically(path_stem + ".gif", lambda tmp: images[0].save(tmp, format="GIF", save_all=True,
+                                                                   append_images=images[1:], duration=1000 // fps, loop=0))
+
+
 def to_uint8_hwc(frame):
     """(3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
     return ((frame.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
@@ -88,61 +180,104 @@ def save_rows_gif(frames_of_rows, path, scale=4, ms=120):
 
 def write_atomically(path, write):
     """write(tmp_path) then rename: an interrupted run never leaves a half-written file."""
-    tmp = f"{path}.tmp"
+    stem, extension = os.path.splitext(path)
+    tmp = f"{stem}.tmp{extension}"                  # keeps the extension: imageio picks the format by it
     write(tmp)
     os.replace(tmp, path)
 
 
-def load_checkpoint(path, device="cpu"):
-    """-> (cfg, dit, phi) with the EMA weights; the config comes from the checkpoint itself."""
+def read_checkpoint(path, device="cpu") -> dict:
+    """torch.load with a one-line error for a missing, truncated or foreign file."""
     if not os.path.isfile(path):
-        raise ConfigError(f"checkpoint {path!r} not found: pass the ckpt.pt of a train_pfp.py run (runs/<name>/ckpt.pt)")
+        raise ConfigError(f"checkpoint {path!r} not found: pass the ckpt.pt of a train_pfp.py or train_ar.py run (runs/<name>/ckpt.pt)")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=False)
-        cfg = check(Config(**ckpt["config"]))
-        dit, phi = DiT(cfg).to(device), Compressor(cfg).to(device)
-        dit.load_state_dict(ckpt["dit_ema"])
-        phi.load_state_dict(ckpt["compressor_ema"])
+        check(Config(**ckpt["config"]))
+        return ckpt
     except ConfigError:
         raise
     except Exception as e:
         raise ConfigError(f"checkpoint {path!r} could not be read ({type(e).__name__}): it is truncated or not "
-                          f"from train_pfp.py; retrain or pass another file")
-    return cfg, dit.eval(), phi.eval()
+                          f"from train_pfp.py/train_ar.py; retrain or pass another file")
+
+
+def load_checkpoint(path, device="cpu"):
+    """-> (cfg, dit, phi, stage) with the EMA weights; the config comes from the checkpoint itself."""
+    ckpt = read_checkpoint(path, device)
+    cfg = Config(**ckpt["config"])
+    dit, phi = DiT(cfg).to(device), Compressor(cfg).to(device)
+    try:
+        dit.load_state_dict(ckpt["dit_ema"])
+        phi.load_state_dict(ckpt["compressor_ema"])
+    except (KeyError, RuntimeError) as e:
+        raise ConfigError(f"checkpoint {path!r} does not match its own config ({type(e).__name__}): retrain it")
+    return cfg, dit.eval(), phi.eval(), ckpt.get("stage", 1)
+
+
+def prompt_clip(cfg: Config, video_path: str, seed: int, frames: int, after: int) -> tuple:
+    """-> (clip (1, frames, 3, H, W), its true next `after` frames or None): the first frames of a
+    video file, or of synthetic validation video `seed` (whose later frames are the truth)."""
+    if video_path:
+        return video_file_clips(video_path, frames, cfg.height, cfg.frame_stride)[:1], None
+    full = synthetic_video(VAL_SEED_OFFSET + seed, frames + after, cfg.height)[None]   # (1, frames + after, 3, H, W)
+    return full[:, :frames], full[:, frames:]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="a train_pfp.py checkpoint (its config is used)")
+    parser.add_argument("--ckpt", required=True, help="a train_pfp.py or train_ar.py checkpoint (its config is used)")
     parser.add_argument("--retrieve", action="store_true", help="retrieve frames of a history (stage 1)")
+    parser.add_argument("--generate", action="store_true", help="generate chunks after a prompt clip (stage 2)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic validation video number (default 0)")
     parser.add_argument("--video", default="", help="a video file to use instead of a synthetic one (first clip)")
     parser.add_argument("--frames", type=int, nargs="*", default=None,
-                        help="latent-frame indices to retrieve (default: spread across the history)")
+                        help="--retrieve: latent-frame indices to retrieve (default: spread across the history)")
+    parser.add_argument("--chunks", type=int, default=16, help="--generate: chunks to generate (default 16)")
+    parser.add_argument("--prompt", type=int, default=0,
+                        help="--generate: prompt length in frames (default: half the history; a multiple of the rate's t)")
     parser.add_argument("--noise_seed", type=int, default=0, help="seed of the sampler's noise")
-    parser.add_argument("--out", default="", help="folder for the PNG and GIF (default: the checkpoint's)")
+    parser.add_argument("--out", default="", help="folder for the outputs (default: the checkpoint's)")
     parser.error = fail
     args = parser.parse_args()
-    if not args.retrieve:
-        fail("nothing to do: pass --retrieve (generation comes with stage 2)")
+    if args.retrieve == args.generate:
+        fail("pass exactly one of --retrieve (stage 1) or --generate (stage 2)")
     try:
-        cfg, dit, phi = load_checkpoint(args.ckpt)
-        if args.video:
+        cfg, dit, phi, stage = load_checkpoint(args.ckpt)
+        if args.generate:
+            step = cfg.vae_time * cfg.rate_hwt[2]                 # history lengths phi can pool exactly
+            prompt_frames = args.prompt or cfg.history // 2 // step * step
+            if prompt_frames < step or prompt_frames % step or args.chunks < 1:
+                raise ConfigError(f"--prompt must be a positive multiple of {step} frames and --chunks >= 1")
+            video, truth = prompt_clip(cfg, args.video, args.seed, prompt_frames, args.chunks * cfg.chunk * cfg.vae_time)
+        elif args.video:
             video = video_file_clips(args.video, cfg.history, cfg.height, cfg.frame_stride)[:1]   # (1, T, 3, H, W)
         else:
             video = synthetic_video(VAL_SEED_OFFSET + args.seed, cfg.history, cfg.height)[None]
         T = cfg.latent_frames
         frames = args.frames or np.linspace(0, T - 1, min(8, T)).round().astype(int).tolist()
-        if not all(0 <= f < T for f in frames):
+        if args.retrieve and not all(0 <= f < T for f in frames):
             raise ConfigError(f"--frames must lie in [0, {T - 1}], the latent frames of the history")
     except (ConfigError, DataError) as e:
         fail(str(e))
-    omega = torch.tensor(frames)[None]                                      # (1, k)
-    trajectory = []
-    got = retrieve(dit, phi, video, omega, cfg, torch.Generator().manual_seed(args.noise_seed), trajectory)[0]
-    truth = true_frames(video, omega, cfg)[0]
     out = args.out or os.path.dirname(os.path.abspath(args.ckpt))
     os.makedirs(out, exist_ok=True)
+    generator = torch.Generator().manual_seed(args.noise_seed)
+    if args.generate:
+        if stage != 2:
+            print(f"warning: {args.ckpt} is a stage-1 (retrieval) checkpoint; it was never trained to continue a "
+                  f"video, so expect poor chunks: fine-tune it with train_ar.py --init {args.ckpt}")
+        made, used = generate(dit, phi, video, args.chunks, cfg, generator)
+        for i, n in enumerate(used):
+            print(f"chunk {i + 1:>3}: history {prompt_frames + i * cfg.chunk * cfg.vae_time:>4} frames -> {n} context tokens")
+        shown = made if truth is None else torch.cat([made, torch.cat([video, truth], 1)])   # (1 or 2, T, 3, H, W)
+        save_bthwc_uint8_as_mp4_and_gif(framed_bthwc_uint8(shown, prompt_frames), os.path.join(out, "generate"))
+        print(f"wrote {out}/generate.mp4 and {out}/generate.gif ({prompt_frames} prompt frames framed red"
+              + ("" if truth is None else "; top: generated, bottom: the true continuation") + ")")
+        return
+    omega = torch.tensor(frames)[None]                                      # (1, k)
+    trajectory = []
+    got = retrieve(dit, phi, video, omega, cfg, generator, trajectory)[0]
+    truth = true_frames(video, omega, cfg)[0]
     save_rows_png([truth, got], os.path.join(out, "retrieve.png"))
     steps = [decode(x, cfg.vae_space, cfg.vae_time)[0].clamp(-1, 1) for x in trajectory]
     if cfg.noise_as_mask:

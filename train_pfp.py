@@ -35,15 +35,17 @@ from metrics import psnr, ssim, load_stlpips
 from sample import retrieve, true_frames, save_rows_png, write_atomically
 
 
-def load_videos(cfg: Config):
-    """-> train (N, T, 3, H, W), val (V, T, 3, H, W), and a line saying where they came from."""
+def load_videos(cfg: Config, frames: int = 0):
+    """-> train (N, T, 3, H, W), val (V, T, 3, H, W), and a line saying where they came from.
+    T = frames, or the history by default (stage 2 asks for the history plus a chunk)."""
+    frames = frames or cfg.history
     if cfg.height != cfg.width:
         raise ConfigError(f"training data is square: set --height and --width equal (got {cfg.height}x{cfg.width})")
     if cfg.data == "synthetic":
-        train = synthetic_videos(range(TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + cfg.train_videos), cfg.history, cfg.height, progress=True)
-        val = synthetic_videos(range(VAL_SEED_OFFSET, VAL_SEED_OFFSET + cfg.val_videos), cfg.history, cfg.height)
+        train = synthetic_videos(range(TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + cfg.train_videos), frames, cfg.height, progress=True)
+        val = synthetic_videos(range(VAL_SEED_OFFSET, VAL_SEED_OFFSET + cfg.val_videos), frames, cfg.height)
         return train, val, f"synthetic: {cfg.train_videos} train seeds, {cfg.val_videos} validation seeds"
-    clips = video_folder_clips(cfg.data, cfg.history, cfg.height, cfg.frame_stride)
+    clips = video_folder_clips(cfg.data, frames, cfg.height, cfg.frame_stride)
     names = sorted(clips)
     if len(names) == 1:                           # one video: its last clips validate
         everything = clips[names[0]]
@@ -142,6 +144,30 @@ def retrieval_rows(dit, phi, videos, cfg: Config, n_videos: int = 4, n_frames: i
     return rows
 
 
+def make_optimizer(params, cfg: Config):
+    """AdamW with a linear warmup and a cosine decay to 10% -> (optimizer, scheduler)."""
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    def lr_factor(step):
+        if step < cfg.warmup:
+            return (step + 1) / cfg.warmup
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)))
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+
+
+@torch.no_grad()
+def update_ema(ema_pairs, step: int, cfg: Config):
+    """ema <- decay * ema + (1 - decay) * weights, with a short warm-up of the decay itself."""
+    decay = min(cfg.ema, (1 + step) / (10 + step))
+    for ema_p, p in ema_pairs:
+        ema_p.lerp_(p, 1 - decay)
+
+
+def checkpoint_state(cfg: Config, step: int, dit, phi, ema_dit, ema_phi, **extra) -> dict:
+    """Everything sample.py needs, the config included; `extra` says e.g. which stage wrote it."""
+    return {"config": asdict(cfg), "step": step, "dit": dit.state_dict(), "compressor": phi.state_dict(),
+            "dit_ema": ema_dit.state_dict(), "compressor_ema": ema_phi.state_dict(), **extra}
+
+
 def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int = 0) -> dict:
     """Train phi and the DiT on L_pfp, evaluate retrieval, write run files to out -> summary.
     data: (train, val, source) to reuse videos already loaded (evaluate.py); quiet: bar only.
@@ -173,17 +199,11 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
         f"{sum(p.numel() for p in phi.parameters()) / 1e6:.2f}M params, {n_memory} memory tokens for "
         f"{math.prod(cfg.token_grid)} history tokens ({cfg.rate})")
 
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    def lr_factor(step):                             # linear warmup, cosine decay to 10%
-        if step < cfg.warmup:
-            return (step + 1) / cfg.warmup
-        return 0.1 + 0.45 * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    optimizer, schedule = make_optimizer(params, cfg)
     ema_pairs = list(zip(list(ema_dit.parameters()) + list(ema_phi.parameters()), params))
 
     def save_checkpoint(step):
-        state = {"config": asdict(cfg), "step": step, "dit": dit.state_dict(), "compressor": phi.state_dict(),
-                 "dit_ema": ema_dit.state_dict(), "compressor_ema": ema_phi.state_dict()}
+        state = checkpoint_state(cfg, step, dit, phi, ema_dit, ema_phi, stage=1)
         write_atomically(os.path.join(out, "ckpt.pt"), lambda tmp: torch.save(state, tmp))
 
     # --- training ---------------------------------------------------------------------------
@@ -201,10 +221,7 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
         schedule.step()
-        with torch.no_grad():                        # EMA with a short warm-up of its own
-            decay = min(cfg.ema, (1 + step) / (10 + step))
-            for ema_p, p in ema_pairs:
-                ema_p.lerp_(p, 1 - decay)
+        update_ema(ema_pairs, step, cfg)
 
         if (step + 1) % cfg.log_every == 0:
             ms = (time.time() - tick) * 1000 / cfg.log_every

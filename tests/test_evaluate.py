@@ -93,7 +93,7 @@ def test_labelled_png_adds_a_label_margin(tmp_path):
     evaluate.labelled_png(rows, ["truth", "row"], path, scale=2, margin=100)
     image = Image.open(path)
     assert image.size == (100 + 3 * (8 + 2) * 2, 2 * (8 + 2) * 2)
-    assert not os.path.exists(path + ".tmp")
+    assert os.listdir(tmp_path) == ["grid.png"]                  # no temporary file left behind
 
 
 @pytest.mark.parametrize("args, message", [(["--shard", "3"], "must be i/n"), (["--shard", "4/4"], "must be i/n"),

@@ -1,0 +1,178 @@
+"""Stage 2 (train_ar.py, sample.ar_context/generate): no future leakage, context token counts,
+positions, loading a stage-1 checkpoint, and the command lines end to end."""
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+
+from compressor import Compressor
+from config import Config, ConfigError
+from dit import DiT
+from latent import encode
+from sample import ar_context, chunk_positions, generate
+from train_ar import ar_loss, init_models, split_points
+from train_pfp import checkpoint_state
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = Config(dim=32, heads=2, depth=2, hr_channels=4, history=8)        # 8 latent frames of 8x8 tokens
+
+
+def long_video(cfg, batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, cfg.history + cfg.chunk * cfg.vae_time, 3, cfg.height, cfg.width, generator=g) * 2 - 1
+
+
+def models(cfg, seed=0):
+    torch.manual_seed(seed)
+    dit, phi = DiT(cfg), Compressor(cfg)
+    phi.init_from_patchifier(dit.patchify.weight, dit.patchify.bias)
+    return dit.eval(), phi.eval()
+
+
+@pytest.mark.parametrize("variant,rate", [("pfp", "2x2x2"), ("large_patchifier", "2x2x2"), ("none", "2x2x2"),
+                                          ("only_lr", "1x1x1"), ("pfp", "4x4x2")])
+def test_no_future_leakage_frames_at_or_after_s_change_neither_memory_nor_window(variant, rate):
+    cfg = replace(SMALL, compressor=variant, rate=rate)
+    dit, phi = models(cfg)
+    for s in split_points(cfg):
+        video = long_video(cfg)
+        future = video.clone()
+        future[:, s * cfg.vae_time:] = torch.rand_like(future[:, s * cfg.vae_time:]) * 2 - 1   # a different future
+        with torch.no_grad():
+            context, pos = ar_context(dit, phi, video, s, cfg)
+            context_f, pos_f = ar_context(dit, phi, future, s, cfg)
+        assert torch.equal(context, context_f) and torch.equal(pos, pos_f), f"s={s}: the future leaked"
+        # ... and the check can fail: the last frame before s does change the context
+        past = video.clone()
+        past[:, s * cfg.vae_time - 1] = -past[:, s * cfg.vae_time - 1]
+        with torch.no_grad():
+            assert not torch.equal(ar_context(dit, phi, past, s, cfg)[0], context)
+
+
+def test_the_loss_reads_the_chunk_after_s_and_nothing_later():
+    cfg = replace(SMALL, history=6)
+    dit, phi = models(cfg)
+    video = long_video(cfg)
+    video = torch.cat([video, torch.rand_like(video[:, :4])], dim=1)       # frames beyond the chunk
+    later = video.clone()
+    s = 4
+    later[:, (s + cfg.chunk) * cfg.vae_time:] = 0.0
+    losses = []
+    for v in (video, later):
+        torch.manual_seed(0)
+        losses.append(ar_loss(dit, phi, v, s, cfg)[0])
+    assert torch.equal(losses[0], losses[1])
+    changed = video.clone()
+    changed[:, s * cfg.vae_time] = -changed[:, s * cfg.vae_time]             # the target itself
+    torch.manual_seed(0)
+    assert not torch.equal(ar_loss(dit, phi, changed, s, cfg)[0], losses[0])
+
+
+@pytest.mark.parametrize("window", [0, 1, 2, 5])
+def test_context_is_memory_plus_window_and_positions_run_into_the_chunk(window):
+    cfg = replace(SMALL, window=window)                  # 2x2x2: 16 memory tokens per 2 latent frames
+    dit, phi = models(cfg)
+    n = (cfg.height // cfg.vae_space // cfg.patch) * (cfg.width // cfg.vae_space // cfg.patch)
+    for s in split_points(cfg):
+        context, pos = ar_context(dit, phi, long_video(cfg), s, cfg)
+        w = min(window, s)
+        assert context.shape == (2, s // 2 * n // 4 + w * n, cfg.dim)
+        window_frames = pos[0, context.shape[1] - w * n:, 0].unique()
+        assert window_frames.tolist() == list(range(cfg.latent_frames - w, cfg.latent_frames))
+        # memory sits before the present, the chunk right after it: positions count from now
+        assert pos[0, :, 0].max() < cfg.latent_frames
+        assert pos[0, :context.shape[1] - w * n, 0].min() == pytest.approx(cfg.latent_frames - s + 0.5)   # oldest memory
+    assert chunk_positions(2, cfg, "cpu")[0].tolist() == list(range(cfg.latent_frames, cfg.latent_frames + cfg.chunk))
+
+
+def test_full_history_memory_is_the_raw_patchified_history():
+    """--compressor only_lr --rate 1x1x1 --window 0: the context is the DiT's own tokens of every past frame."""
+    cfg = replace(SMALL, compressor="only_lr", rate="1x1x1", window=0)
+    dit, phi = models(cfg)
+    video, s = long_video(cfg), 6
+    context, pos = ar_context(dit, phi, video, s, cfg)
+    latent = encode(video[:, :s], cfg.vae_space, cfg.vae_time)
+    raw, raw_pos = dit.clean_tokens(latent, (torch.arange(s) + cfg.latent_frames - s).expand(2, s))
+    assert torch.allclose(context, raw, atol=1e-5) and torch.equal(pos, raw_pos)
+
+
+def test_generate_recompresses_the_growing_history(tmp_path):
+    cfg = replace(SMALL, sample_steps=2)
+    dit, phi = models(cfg)
+    prompt = long_video(cfg, batch=1)[:, :4]
+    video, used = generate(dit, phi, prompt, 3, cfg, torch.Generator().manual_seed(0), progress=False)
+    assert video.shape == (1, 4 + 3 * cfg.chunk, 3, cfg.height, cfg.width)
+    assert torch.equal(video[:, :4], prompt) and video.abs().max() <= 1
+    n = 64                                  # tokens per latent frame (8 x 8); 2x2x2 memory keeps n/4 per 2 frames
+    assert used == [s // 2 * n // 4 + cfg.window * n for s in (4, 6, 8)]
+
+
+def checkpoint(cfg, path):
+    dit, phi = models(cfg, seed=1)
+    torch.save(checkpoint_state(cfg, 7, dit, phi, dit, phi, stage=1), path)
+    return dit, phi
+
+
+def test_init_from_stage1_loads_dit_and_compressor_or_starts_a_fresh_compressor(tmp_path):
+    path = str(tmp_path / "ckpt.pt")
+    dit1, phi1 = checkpoint(SMALL, path)
+    dit, phi, origin = init_models(SMALL, path)
+    assert all(torch.equal(a, b) for a, b in zip(dit.state_dict().values(), dit1.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(phi.state_dict().values(), phi1.state_dict().values()))
+    # window only / full / cross-attention: the DiT is loaded, the rest starts as at stage 1
+    for cfg in (replace(SMALL, compressor="none"), replace(SMALL, compressor="only_lr", rate="1x1x1"),
+                replace(SMALL, cross_attn=True)):
+        dit, phi, origin = init_models(cfg, path)
+        assert torch.equal(dit.patchify.weight, dit1.patchify.weight)
+    assert torch.equal(phi.lr_patchify.weight, phi1.lr_patchify.weight)
+    assert "DiT only" in init_models(replace(SMALL, compressor="only_lr", rate="1x1x1"), path)[2]
+    assert all((b.cross.out.weight == 0).all() for b in init_models(replace(SMALL, cross_attn=True), path)[0].blocks)
+    with pytest.raises(ConfigError, match="does not match"):
+        init_models(replace(SMALL, dim=64, heads=2), path)
+    with pytest.raises(ConfigError, match="not found"):
+        init_models(SMALL, str(tmp_path / "missing.pt"))
+
+
+def run(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_train_ar_then_generate_end_to_end(tmp_path):
+    """Stage 1 -> stage 2 -> sample.py --generate: files, stage marks and context-token lines."""
+    tiny = ["--dim", "32", "--heads", "2", "--depth", "1", "--hr_channels", "4", "--train_videos", "8",
+            "--val_videos", "2", "--batch", "2", "--sample_steps", "2", "--log_every", "2", "--threads", "1"]
+    s1, s2 = str(tmp_path / "s1"), str(tmp_path / "s2")
+    r = run("train_pfp.py", *tiny, "--steps", "2", "--eval_every", "100", "--out", s1)
+    assert r.returncode == 0, r.stderr[-500:]
+    r = run("train_ar.py", "--init", f"{s1}/ckpt.pt", "--steps", "4", "--eval_every", "2", "--out", s2)
+    assert r.returncode == 0, r.stderr[-500:]
+    summary = json.load(open(f"{s2}/summary.json"))
+    assert summary["stage"] == 2 and summary["context_tokens"] == 128 + 2 * 64 and "DiT and pfp" in summary["init_origin"]
+    assert summary["config"]["dim"] == 32                      # the config came from the checkpoint
+    assert os.path.isfile(f"{s2}/next_chunk.png") and torch.load(f"{s2}/ckpt.pt")["stage"] == 2
+    r = run("sample.py", "--ckpt", f"{s2}/ckpt.pt", "--generate", "--chunks", "2", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-500:]
+    assert "chunk   1: history    8 frames -> 192 context tokens" in r.stdout        # 8 frames: 64 memory + 128 window
+    assert "chunk   2: history   10 frames -> 208 context tokens" in r.stdout
+    for name in ("generate.mp4", "generate.gif"):
+        assert os.path.getsize(tmp_path / name) > 1000
+    import imageio.v2 as imageio
+    frames = imageio.mimread(str(tmp_path / "generate.mp4"))
+    assert len(frames) == 8 + 2 * 2                            # prompt + 2 chunks of 2 frames
+    r = run("sample.py", "--ckpt", f"{s1}/ckpt.pt", "--generate", "--chunks", "1", "--out", str(tmp_path))
+    assert r.returncode == 0 and "warning: " in r.stdout and "stage-1" in r.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--init", "/no/such/ckpt.pt"], "not found"),
+    (["--init", "none", "--window", "-1"], "--window"),
+    (["--init", "none", "--rate", "2x2x2", "--chunk", "3"], "multiple of the rate's t"),
+])
+def test_train_ar_bad_input_is_one_line_exit_2(args, message):
+    r = run("train_ar.py", *args)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

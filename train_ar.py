@@ -1,0 +1,231 @@
+"""Stage 2: autoregressive fine-tuning with the pretrained memory (PAPER.md, "Equations", L_ar).
+
+A long video is cut at a random split point s (in latent frames, the same s for the whole batch
+so every sample has the same number of memory tokens). The history before s is compressed by
+phi; its last --window latent frames are also kept uncompressed (the paper's tiny sliding
+window, `sample.ar_context`); the DiT predicts the next --chunk latent frames:
+
+    L_ar = E || (eps - X_0) - G(X_t, t, [phi(H), window]) ||^2,   X_0 = the chunk after H
+
+with the loss on the chunk only. --init takes a train_pfp.py checkpoint (its EMA weights) or
+`none`: the same model from scratch for the same steps, the paper's "without pretrain" row.
+The memory baselines are stage-1 flags, not new ones:
+
+    python train_ar.py --init runs/pfp_2x2x2/ckpt.pt                                     # pfp
+    python train_ar.py --init none                                                       # pfp without pretraining
+    python train_ar.py --init runs/large_patchifier_2x2x2/ckpt.pt                        # large patchifier
+    python train_ar.py --init runs/pfp_2x2x2/ckpt.pt --compressor none                   # window only
+    python train_ar.py --init runs/pfp_2x2x2/ckpt.pt --compressor only_lr --rate 1x1x1   # full history (the ceiling)
+
+A checkpoint's config is the starting point and any flag overrides it. When the compressor
+or rate differ from the checkpoint's, the DiT is loaded and a fresh compressor starts from the
+DiT's patchifier. --cross_attn true adds the paper's cross-attention enhancement (zero-init).
+
+Writes runs/<name>/: config.json, metrics.jsonl, ckpt.pt (stage 2), next_chunk.png, summary.json.
+"""
+import argparse
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import asdict
+
+import torch
+from tqdm import tqdm
+
+from config import Config, ConfigError, add_config_flags, config_from_args, fail
+from compressor import Compressor
+from data import DataError
+from dit import DiT
+from flow import add_noise, euler_sample, velocity_target, sample_t, loss_per_t_bin
+from latent import encode, decode
+from metrics import psnr, ssim
+from sample import ar_context, chunk_positions, read_checkpoint, save_rows_png, write_atomically
+from train_pfp import checkpoint_state, load_videos, make_optimizer, update_ema
+
+
+def split_points(cfg: Config) -> list:
+    """Every split point s (latent frames) a history can end at: a multiple of the rate's t, so phi
+    pools whole groups of frames, from one group up to the stage-1 history."""
+    rt = cfg.rate_hwt[2]
+    return list(range(rt, cfg.latent_frames + 1, rt))
+
+
+def ar_loss(dit, phi, video, s: int, cfg: Config):
+    """L_ar for long videos (B, (T' + c)*vt, 3, H, W) cut at s -> (loss, per-sample loss, t)."""
+    B, c, vt = video.shape[0], cfg.chunk, cfg.vae_time
+    context, context_pos = ar_context(dit, phi, video, s, cfg)               # (B, N_ctx, D), (B, N_ctx, 3)
+    x0 = encode(video[:, s * vt:(s + c) * vt], cfg.vae_space, vt)            # (B, c, C, h, w) the next chunk
+    t = sample_t(B, cfg.t_mean, cfg.t_std, cfg.t_shift).to(video.device)    # (B,)
+    eps = torch.randn_like(x0)
+    v = dit(add_noise(x0, eps, t), t[:, None].expand(B, c), chunk_positions(B, cfg, video.device), context, context_pos)
+    per_sample = (v - velocity_target(x0, eps)).pow(2).mean(dim=(1, 2, 3, 4))   # (B,) the chunk only
+    return per_sample.mean(), per_sample.detach(), t
+
+
+@torch.no_grad()
+def predict_chunk(dit, phi, video, s: int, cfg: Config, generator=None):
+    """Sample the chunk after split point s from noise: (B, >= s*vt, ...) -> (B, c*vt, 3, H, W)."""
+    B, c = video.shape[0], cfg.chunk
+    context, context_pos = ar_context(dit, phi, video, s, cfg)
+    shape = (B, c, cfg.latent_channels, cfg.height // cfg.vae_space, cfg.width // cfg.vae_space)
+    noise = torch.randn(shape, generator=generator).to(video.device)
+    frame_pos = chunk_positions(B, cfg, video.device)
+    x0 = euler_sample(lambda x, t: dit(x, t[:, None].expand(B, c), frame_pos, context, context_pos),
+                      noise, cfg.sample_steps, cfg.t_shift)                  # (B, c, C, h, w)
+    return decode(x0, cfg.vae_space, cfg.vae_time).clamp(-1, 1)
+
+
+def evaluate_next_chunk(dit, phi, val, cfg: Config, batch: int = 32) -> dict:
+    """PSNR/SSIM of the chunk after the whole history (s = T'), one sample per validation video."""
+    s, vt, gen = cfg.latent_frames, cfg.vae_time, torch.Generator().manual_seed(1234)
+    got = torch.cat([predict_chunk(dit, phi, val[i:i + batch], s, cfg, gen) for i in range(0, len(val), batch)])
+    truth = val[:, s * vt:(s + cfg.chunk) * vt]                              # (V, c*vt, 3, H, W)
+    return {"chunk_psnr": psnr(got, truth).mean().item(), "chunk_ssim": ssim(got, truth).mean().item()}
+
+
+def init_models(cfg: Config, init: str) -> tuple:
+    """-> (dit, phi, a line saying where the weights came from). Raises ConfigError for a checkpoint
+    that does not fit: another width, depth, patch or latent."""
+    dit, phi = DiT(cfg), Compressor(cfg)
+    if init == "none":
+        phi.init_from_patchifier(dit.patchify.weight, dit.patchify.bias)
+        return dit, phi, "from scratch (--init none)"
+    ckpt = read_checkpoint(init)
+    old = Config(**ckpt["config"])
+    try:                                             # cross-attention may be new at stage 2: it starts as a no-op
+        missing, unexpected = dit.load_state_dict(ckpt["dit_ema"], strict=False)
+    except RuntimeError:                             # a tensor of another shape
+        missing, unexpected = [], ["shape"]
+    if unexpected or any(".cross." not in k and ".norm_cross." not in k for k in missing):
+        raise ConfigError(f"--init {init}: its DiT does not match this config (dim/depth/heads/patch/latent or "
+                          f"cross_attn differ); drop the flags that change the model's shape")
+    same_phi = all(getattr(old, k) == getattr(cfg, k) for k in ("compressor", "rate", "hr_channels", "hr_blocks"))
+    if same_phi:
+        phi.load_state_dict(ckpt["compressor_ema"])
+        return dit, phi, f"stage 1 {init} (step {ckpt['step']}): DiT and {cfg.compressor} compressor"
+    phi.init_from_patchifier(dit.patchify.weight, dit.patchify.bias)
+    return dit, phi, (f"stage 1 {init} (step {ckpt['step']}): DiT only; a fresh {cfg.compressor} {cfg.rate} "
+                      f"compressor from its patchifier (the checkpoint's is {old.compressor} {old.rate})")
+
+
+def stage2_config(args) -> Config:
+    """The checkpoint's config (or the preset's, for --init none), then every flag given."""
+    base = None if args.init == "none" else {**read_checkpoint(args.init)["config"], "out": ""}   # never stage 1's folder
+    cfg = config_from_args(args, base=base)
+    if cfg.chunk % cfg.rate_hwt[2]:
+        raise ConfigError(f"--chunk {cfg.chunk} must be a multiple of the rate's t ({cfg.rate}) so every history phi sees pools exactly")
+    return cfg
+
+
+def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, position: int = 0) -> dict:
+    """Fine-tune (or, init='none', train from scratch) on L_ar; write run files to out -> summary."""
+    say = (lambda *a: None) if quiet else print
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {cfg.device}: no CUDA GPU is visible to PyTorch here; use --device cpu")
+    name = os.path.basename(os.path.normpath(out))
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    say(json.dumps(asdict(cfg)))
+    write_atomically(os.path.join(out, "config.json"), lambda tmp: open(tmp, "w").write(json.dumps(asdict(cfg), indent=1)))
+
+    # --- data: clips of the history plus one chunk ------------------------------------------
+    train_videos, val, source = data or load_videos(cfg, frames=cfg.history + cfg.chunk * cfg.vae_time)
+    train_videos, val = train_videos.to(cfg.device), val.to(cfg.device)
+    say(f"data: {source}; train {tuple(train_videos.shape)}, val {tuple(val.shape)}")
+
+    # --- models -----------------------------------------------------------------------------
+    dit, phi, origin = init_models(cfg, init)
+    dit, phi = dit.to(cfg.device), phi.to(cfg.device)
+    ema_dit, ema_phi = copy.deepcopy(dit).requires_grad_(False), copy.deepcopy(phi).requires_grad_(False)
+    params = list(dit.parameters()) + list(phi.parameters())
+    n_context = ar_context(dit, phi, val[:1], cfg.latent_frames, cfg)[0].shape[1]
+    tokens_per_step = cfg.batch * (n_context + cfg.chunk * math.prod(cfg.token_grid[1:]))   # at the longest history
+    say(f"init: {origin}")
+    say(f"{cfg.compressor} {cfg.rate} + window {cfg.window}: {n_context} context tokens for a {cfg.latent_frames}-frame "
+        f"history of {math.prod(cfg.token_grid)} tokens; chunk {cfg.chunk} latent frames")
+    optimizer, schedule = make_optimizer(params, cfg)
+    ema_pairs = list(zip(list(ema_dit.parameters()) + list(ema_phi.parameters()), params))
+    splits = split_points(cfg)
+
+    def save_checkpoint(step):
+        state = checkpoint_state(cfg, step, dit, phi, ema_dit, ema_phi, stage=2, init=init)
+        write_atomically(os.path.join(out, "ckpt.pt"), lambda tmp: torch.save(state, tmp))
+
+    # --- training ---------------------------------------------------------------------------
+    log = open(os.path.join(out, "metrics.jsonl"), "w")
+    start = tick = time.time()
+    bar = tqdm(range(cfg.steps), desc=f"stage 2 {name}", dynamic_ncols=True, position=position, leave=not quiet)
+    for step in bar:
+        video = train_videos[torch.randint(len(train_videos), (cfg.batch,), device=cfg.device)]   # (B, T + c, 3, H, W)
+        if cfg.data != "synthetic" and torch.rand(()) < 0.5:
+            video = video.flip(-1)                    # real clips are few: mirror half the batches
+        s = splits[torch.randint(len(splits), ()).item()]
+        loss, per_sample, t = ar_loss(dit, phi, video, s, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        schedule.step()
+        update_ema(ema_pairs, step, cfg)
+
+        if (step + 1) % cfg.log_every == 0:
+            ms = (time.time() - tick) * 1000 / cfg.log_every
+            tick = time.time()
+            row = {"step": step + 1, "loss": loss.item(), "lr": schedule.get_last_lr()[0], "grad_norm": grad_norm.item(),
+                   "ms_per_step": ms, "tokens_per_s": tokens_per_step / ms * 1000, **loss_per_t_bin(per_sample, t)}
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+        if (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+            eval_start = time.time()
+            result = evaluate_next_chunk(ema_dit, ema_phi, val, cfg)
+            log.write(json.dumps({"step": step + 1, "val": result}) + "\n")
+            log.flush()
+            if not quiet:
+                bar.write(f"step {step + 1}: next-chunk PSNR {result['chunk_psnr']:.2f} dB, SSIM {result['chunk_ssim']:.3f}")
+            save_checkpoint(step + 1)
+            tick += time.time() - eval_start           # evaluation time is not training speed
+    bar.close()
+    train_seconds = time.time() - start
+
+    # --- final evaluation and a picture: the last frames, the true chunk, the predicted chunk ---
+    save_checkpoint(cfg.steps)
+    final = evaluate_next_chunk(ema_dit, ema_phi, val, cfg)
+    s, vt, c = cfg.latent_frames, cfg.vae_time, cfg.chunk
+    got = predict_chunk(ema_dit, ema_phi, val[:4], s, cfg, torch.Generator().manual_seed(0))   # (4, c*vt, 3, H, W)
+    rows = [row for v, g in zip(val[:4], got) for row in (v[(s - 2) * vt:(s + c) * vt], torch.cat([v[(s - 2) * vt:s * vt], g]))]
+    save_rows_png(rows, os.path.join(out, "next_chunk.png"))
+    summary = {"name": name, "stage": 2, "init": init, "init_origin": origin, "compressor": cfg.compressor,
+               "rate": cfg.rate, "window": cfg.window, "chunk": cfg.chunk, "data": cfg.data, "data_split": source,
+               "steps": cfg.steps, "context_tokens": n_context, **final, "train_seconds": train_seconds,
+               "wall_seconds": time.time() - start, "config": asdict(cfg)}
+    log.write(json.dumps({"step": cfg.steps, "val": final}) + "\n")
+    log.close()
+    write_atomically(os.path.join(out, "summary.json"), lambda tmp: open(tmp, "w").write(json.dumps(summary, indent=1)))
+    say(f"done in {summary['wall_seconds'] / 60:.1f} min: next-chunk PSNR {final['chunk_psnr']:.2f} dB, "
+        f"SSIM {final['chunk_ssim']:.3f}, {n_context} context tokens")
+    say(f"wrote {out}/summary.json, {out}/next_chunk.png, {out}/ckpt.pt")
+    return summary
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--init", required=True,
+                        help="a train_pfp.py ckpt.pt to fine-tune, or 'none' to train the same model from scratch")
+    add_config_flags(parser)
+    try:
+        args = parser.parse_args()
+        cfg = stage2_config(args)
+        tag = "scratch" if args.init == "none" else "init"
+        name = f"ar_{cfg.compressor}_{cfg.rate}_w{cfg.window}_{tag}" + ("" if cfg.data == "synthetic" else "_real")
+        train_ar(cfg, cfg.out or os.path.join("runs", name), args.init)
+    except (ConfigError, DataError) as e:
+        fail(str(e))
+
+
+if __name__ == "__main__":
+    main()
