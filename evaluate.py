@@ -235,8 +235,19 @@ def main():
     parser.add_argument("--curves", nargs="+", default=None, metavar="RUN",
                         help="instead of the table: plot validation PSNR against steps for these train_pfp.py "
                              "run folders into <results>/curves.png")
+    parser.add_argument("--recall", action="store_true",
+                        help="instead of Table 1: the stage-2 memory-recall benchmark and drift meter (recall.py); "
+                             "trains stage 1 for pfp and the large patchifier, then stage 2 for every row, into <runs>")
+    parser.add_argument("--ar_steps", type=int, default=0,
+                        help="--recall: stage-2 steps per row (default: half the stage-1 steps)")
     parser.error = fail
     args = parser.parse_args()
+    if args.recall:
+        import recall                                  # stage 2 lives in its own file; it imports this one
+        cfg = check(replace(SCALES[args.scale], steps=args.steps or SCALES[args.scale].steps, threads=args.threads,
+                            device=args.device, eval_every=10**9))
+        runs = args.runs if args.runs != parser.get_default("runs") else os.path.join("runs", "recall")
+        return recall.run(cfg, args.ar_steps or cfg.steps // 2, runs, args.results, f"python {' '.join(sys.argv)}")
     if args.curves:
         missing = [r for r in args.curves if not os.path.isfile(os.path.join(r, "metrics.jsonl"))]
         if missing:

@@ -141,8 +141,7 @@ def framed_bthwc_uint8(video, prompt_frames: int, scale: int = 8, border: int = 
 def save_bthwc_uint8_as_mp4_and_gif(frames, path_stem, fps: int = 8):
     """(T, H, W, 3) uint8 -> <path_stem>.mp4 (H.264 via imageio-ffmpeg) and <path_stem>.gif, each atomic."""
     def mp4(tmp):
-        with imageio.v2.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", macro_block_size=1,
-                                   ffmpeg_params=["-pix_fmt", "yuv420p"]) as writer:
+        with imageio.v2.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", macro_block_size=1) as writer:
             for frame in frames:
                 writer.append_data(frame[:frame.shape[0] // 2 * 2, :frame.shape[1] // 2 * 2])   # yuv420p: even sides
     write_atomically(path_stem + ".mp4", mp4)

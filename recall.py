@@ -1,0 +1,242 @@
+"""Memory recall after stage 2 (PAPER.md, Table 2 and the "without pretrain" ablation), run by
+`python evaluate.py --recall`.
+
+The paper judges long-video consistency (cloth, identity, objects) with VLM and ArcFace judges.
+We measure the same thing directly on videos built for it (data.recall_video): an object is
+seen, leaves the frame, stays hidden for D frames and re-enters, its leading edge just visible
+in the last history frame. Each model continues the history by one chunk; the object's
+appearance error is the PSNR over the object's pixels of that chunk, against the truth.
+
+Rows, all with the same stage-2 steps, window, data and seeds:
+    pfp                    stage-1 pfp checkpoint, fine-tuned with L_ar
+    pfp without pretrain   train_ar.py --init none
+    large patchifier       its own stage-1 checkpoint (same memory tokens as pfp)
+    window only            pfp's stage-1 DiT, --compressor none: the last --window frames only
+    full                   pfp's stage-1 DiT, --compressor only_lr --rate 1x1x1: the raw history (the ceiling)
+Chance: the truth against the same video with *another* object's look in the same place
+(data.recall_video's `look`): what a model that knows where but not what would score.
+
+The drift meter rolls every row out for many chunks and tracks, per chunk, the colour mean,
+the colour spread and the sharpness against the first generated chunk.
+
+Writes results/recall.md, recall.json, recall.png (object PSNR against D), recall_grid.png,
+drift.png and generate.gif (a pfp rollout beside the truth).
+"""
+import hashlib
+import json
+import os
+from collections import namedtuple
+from dataclasses import asdict, replace
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from config import Config, check
+from evaluate import labelled_png, run_dir
+from data import recall_hidden_range, recall_video, synthetic_videos, VAL_SEED_OFFSET
+from plot import line_chart
+from sample import framed_bthwc_uint8, generate, load_checkpoint, save_bthwc_uint8_as_mp4_and_gif, write_atomically
+from train_ar import predict_chunk, train_ar
+from train_pfp import load_videos, train
+
+Variant = namedtuple("Variant", "label stage1 compressor rate init")   # stage1: which stage-1 run to start from
+RECALL_SEED_OFFSET = 2_000_000                                          # disjoint from train and validation seeds
+
+
+def variants(cfg: Config) -> list:
+    return [Variant("pfp", "pfp", "pfp", cfg.rate, "stage1"),
+            Variant("pfp without pretrain", None, "pfp", cfg.rate, "none"),
+            Variant("large patchifier", "large_patchifier", "large_patchifier", cfg.rate, "stage1"),
+            Variant("window only", "pfp", "none", cfg.rate, "stage1"),
+            Variant("full history", "pfp", "only_lr", "1x1x1", "stage1")]
+
+
+def cached(out: str, make) -> dict:
+    """summary.json of a finished run in `out`, or make() it."""
+    path = os.path.join(out, "summary.json")
+    if os.path.isfile(path) and os.path.isfile(os.path.join(out, "ckpt.pt")):
+        return json.load(open(path))
+    return make()
+
+
+def key(*parts) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def train_rows(cfg: Config, ar_steps: int, runs: str) -> list:
+    """Stage 1 for pfp and the large patchifier (each when a row first needs it), then stage 2 for
+    every row; everything cached. -> [(Variant, stage-2 run folder)] in table order."""
+    ar_data = load_videos(cfg, frames=cfg.history + cfg.chunk * cfg.vae_time)
+    done = {}
+    for v in tqdm(sorted(variants(cfg), key=lambda v: v.stage1 == "large_patchifier"), desc="stage 2 rows", position=0):
+        init = "none"
+        if v.stage1:
+            c1 = check(replace(cfg, compressor=v.stage1))
+            first = run_dir(c1, runs)                                   # the same cache key as Table 1's rows
+            cached(first, lambda: train(c1, first, quiet=True, position=1))
+            init = os.path.join(first, "ckpt.pt")
+        c = check(replace(cfg, compressor=v.compressor, rate=v.rate, steps=ar_steps, eval_every=ar_steps + 1))
+        keep = {k: x for k, x in asdict(c).items() if k not in ("out", "threads", "device", "eval_every", "log_every")}
+        out = os.path.join(runs, f"ar_{v.label.replace(' ', '_')}_{ar_steps}_{key(keep, v.init, v.stage1)}")
+        cached(out, lambda: train_ar(c, out, init, data=ar_data, quiet=True, position=1))
+        done[v.label] = (v, out)
+    return [done[v.label] for v in variants(cfg)]
+
+
+def masked_psnr(a, b, mask) -> torch.Tensor:
+    """PSNR over the pixels where mask is set, per video: a, b (B, T, 3, H, W) in [-1, 1], mask (B, T, H, W)."""
+    sq = ((a - b) / 2).pow(2).mean(dim=2)                                  # (B, T, H, W) in [0, 1] units
+    mse = (sq * mask).sum(dim=(1, 2, 3)) / mask.sum(dim=(1, 2, 3)).clamp(min=1)
+    return -10 * torch.log10(mse.clamp(min=1e-10))                         # (B,)
+
+
+def recall_set(cfg: Config, hidden: int, n: int) -> tuple:
+    """n benchmark videos with the object hidden for `hidden` frames -> (video, mask, other_look)
+    (B, T + c*vt, ...), the last c*vt frames being the chunk to predict."""
+    frames, after = cfg.history + cfg.chunk * cfg.vae_time, cfg.chunk * cfg.vae_time
+    seeds = range(RECALL_SEED_OFFSET, RECALL_SEED_OFFSET + n)
+    made = [recall_video(s, frames, cfg.height, hidden, after=after) for s in seeds]
+    other = [recall_video(s, frames, cfg.height, hidden, look=s + n, after=after)[0] for s in seeds]
+    return torch.stack([v for v, _ in made]), torch.stack([torch.from_numpy(np.asarray(m)) for _, m in made]), torch.stack(other)
+
+
+@torch.no_grad()
+def recall_scores(rows, cfg: Config, hiddens: list, n: int, batch: int = 16) -> dict:
+    """-> {label: {D: [object PSNR per video]}}, plus 'chance' and the first video's chunks for the grid."""
+    s, vt = cfg.latent_frames, cfg.vae_time
+    scores, pictures = {"chance": {}}, {}
+    sets = {d: recall_set(cfg, d, n) for d in hiddens}
+    for d, (video, mask, other) in sets.items():
+        scores["chance"][d] = masked_psnr(other[:, s * vt:], video[:, s * vt:], mask[:, s * vt:]).tolist()
+    for v, out in tqdm(rows, desc="recall", position=0):
+        c, dit, phi, _ = load_checkpoint(os.path.join(out, "ckpt.pt"))
+        scores[v.label] = {}
+        for d, (video, mask, _) in sets.items():
+            gen = torch.Generator().manual_seed(d)
+            got = torch.cat([predict_chunk(dit, phi, video[i:i + batch], s, c, gen) for i in range(0, n, batch)])
+            scores[v.label][d] = masked_psnr(got, video[:, s * vt:], mask[:, s * vt:]).tolist()
+            pictures[(v.label, d)] = got[0]
+    pictures["truth"] = {d: video[0] for d, (video, _, _) in sets.items()}
+    return scores, pictures
+
+
+def drift_stats(video) -> torch.Tensor:
+    """(B, T, 3, H, W) -> (B, T, 5): per frame, the mean of each colour channel, the colour spread
+    (std over pixels and channels) and the sharpness (mean absolute difference of neighbouring pixels)."""
+    mean = video.mean(dim=(3, 4))                                            # (B, T, 3)
+    spread = video.std(dim=(2, 3, 4))                                        # (B, T)
+    sharp = ((video[..., 1:, :] - video[..., :-1, :]).abs().mean(dim=(2, 3, 4))
+             + (video[..., 1:] - video[..., :-1]).abs().mean(dim=(2, 3, 4))) / 2
+    return torch.cat([mean, spread[..., None], sharp[..., None]], dim=-1)
+
+
+def relative_drift(stats, chunks: int) -> dict:
+    """(B, chunks*c, 5) drift_stats -> per chunk, averaged over videos and against each video's chunk 1:
+    'mean' |colour mean - chunk 1's| (averaged over R, G, B), 'spread' and 'sharpness' as ratios."""
+    per_chunk = stats.reshape(stats.shape[0], chunks, -1, 5).mean(dim=2)     # (B, chunks, 5)
+    first = per_chunk[:, :1]
+    return {"mean": (per_chunk[..., :3] - first[..., :3]).abs().mean(dim=(0, 2)).tolist(),
+            "spread": (per_chunk[..., 3] / first[..., 3]).mean(dim=0).tolist(),
+            "sharpness": (per_chunk[..., 4] / first[..., 4]).mean(dim=0).tolist()}
+
+
+@torch.no_grad()
+def drift(rows, cfg: Config, chunks: int, n: int) -> tuple:
+    """Roll the rows out for `chunks` chunks from the first half-history of n validation videos (not
+    'full history': its context grows without bound). -> (relative_drift per row and for 'truth',
+    the real continuation; the videos; the prompt length)."""
+    step = cfg.vae_time * cfg.rate_hwt[2]
+    prompt_frames, c = cfg.history // 2 // step * step, cfg.chunk * cfg.vae_time
+    truth = synthetic_videos(range(VAL_SEED_OFFSET, VAL_SEED_OFFSET + n), prompt_frames + chunks * c, cfg.height)
+    videos = {"truth": truth}
+    for v, run in tqdm([r for r in rows if r[0].label != "full history"], desc="drift rollouts", position=0):
+        cr, dit, phi, _ = load_checkpoint(os.path.join(run, "ckpt.pt"))
+        videos[v.label] = generate(dit, phi, truth[:, :prompt_frames], chunks, cr, torch.Generator().manual_seed(0),
+                                   progress=False)[0]
+    stats = {label: relative_drift(drift_stats(video[:, prompt_frames:]), chunks) for label, video in videos.items()}
+    return stats, videos, prompt_frames
+
+
+def stack_pngs(paths, path):
+    """Stack PNGs vertically into one and delete the parts."""
+    images = [Image.open(p).convert("RGB") for p in paths]
+    canvas = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images)), "white")
+    y = 0
+    for image in images:
+        canvas.paste(image, (0, y))
+        y += image.height
+    write_atomically(path, lambda tmp: canvas.save(tmp, format="PNG"))
+    for p in paths:
+        os.remove(p)
+
+
+def report(scores, summaries, hiddens, cfg: Config, command: str, window: int) -> tuple:
+    """The markdown table and the bar's claims, each checked on the mean object PSNR."""
+    mean = {label: {d: float(np.mean(v[d])) for d in hiddens} for label, v in scores.items()}
+    ci = {label: {d: 1.96 * float(np.std(v[d])) / np.sqrt(len(v[d])) for d in hiddens} for label, v in scores.items()}
+    lines = ["# Memory recall after stage 2", "",
+             f"Measured with `{command}` ({cfg.height}x{cfg.width}, a {cfg.history}-frame history, "
+             f"chunk {cfg.chunk}, window {window}, {len(next(iter(scores['chance'].values())))} videos per D).",
+             "Object PSNR (dB, higher = closer to the truth) over the returning object's pixels in the generated "
+             "chunk; ± is a 95% interval of the mean. D = frames the object was hidden.", "",
+             "| row | context tokens | next-chunk PSNR (val) | " + " | ".join(f"D = {d}" for d in hiddens) + " |",
+             "|---|---|---|" + "---|" * len(hiddens)]
+    for label in list(summaries) + ["chance"]:
+        s = summaries.get(label)
+        head = f"| {label} | {s['context_tokens']} | {s['chunk_psnr']:.2f} |" if s else f"| {label} (another object's look) | | |"
+        lines.append(head + " ".join(f" {mean[label][d]:.2f} ± {ci[label][d]:.2f} |" for d in hiddens))
+    avg = {label: float(np.mean(list(mean[label].values()))) for label in mean}
+    beyond = [d for d in hiddens if d > window]
+    claims = [("pfp > window only (every D)", all(mean["pfp"][d] > mean["window only"][d] for d in hiddens)),
+              ("pfp > large patchifier at equal memory tokens (every D)", all(mean["pfp"][d] > mean["large patchifier"][d] for d in hiddens)),
+              ("pfp > pfp without pretrain, equal stage-2 steps (every D)", all(mean["pfp"][d] > mean["pfp without pretrain"][d] for d in hiddens)),
+              (f"window only at chance (within 1 dB) for D > window = {window}", all(abs(mean["window only"][d] - mean["chance"][d]) < 1 for d in beyond)),
+              ("full history is the ceiling (>= every row, every D)", all(mean["full history"][d] >= max(mean[l][d] for l in summaries) for d in hiddens))]
+    lines += ["", "Averaged over D: " + ", ".join(f"{label} {value:.2f}" for label, value in avg.items()) + ".", "",
+              "| the paper's claim (Table 2, 'without pretrain') | holds here? |", "|---|---|"]
+    lines += [f"| {claim} | {'yes' if holds else 'no'} |" for claim, holds in claims]
+    return "\n".join(lines), {"mean": mean, "ci95": ci, "claims": dict(claims)}
+
+
+def run(cfg: Config, ar_steps: int, runs: str, results: str, command: str, n: int = 64, chunks: int = 24):
+    """Train (or read back) every row, score recall and drift, write the results."""
+    rows = train_rows(cfg, ar_steps, runs)
+    summaries = {v.label: json.load(open(os.path.join(out, "summary.json"))) for v, out in rows}
+    largest = recall_hidden_range(cfg.history + cfg.chunk * cfg.vae_time, cfg.height, cfg.chunk * cfg.vae_time)
+    hiddens = sorted({round(x) for x in np.linspace(2, largest, 5)})
+    scores, pictures = recall_scores(rows, cfg, hiddens, n)
+    os.makedirs(results, exist_ok=True)
+    table, numbers = report(scores, summaries, hiddens, cfg, command, cfg.window)
+
+    line_chart({label: (hiddens, [numbers["mean"][label][d] for d in hiddens]) for label in numbers["mean"]},
+               os.path.join(results, "recall.png"), title="Does the object come back looking the same?",
+               xlabel="frames the object was hidden (D)", ylabel="object PSNR in the next chunk (dB)")
+    d = hiddens[-1]
+    s, vt = cfg.latent_frames, cfg.vae_time
+    truth = pictures["truth"][d][(s - 2) * vt:]                              # the last 2 history frames + the chunk
+    grid = [truth] + [torch.cat([truth[:2 * vt], pictures[(v.label, d)]]) for v, _ in rows]
+    labelled_png(grid, ["truth"] + [f"{v.label} ({numbers['mean'][v.label][d]:.1f} dB)" for v, _ in rows],
+                 os.path.join(results, "recall_grid.png"))
+
+    stats, videos, prompt_frames = drift(rows, cfg, chunks, n=8)
+    parts = []
+    for name, what in (("mean", "|colour mean - chunk 1's|"), ("spread", "colour spread / chunk 1's"),
+                       ("sharpness", "sharpness / chunk 1's")):
+        parts.append(os.path.join(results, f"drift_{name}.png"))
+        line_chart({label: (list(range(1, chunks + 1)), v[name]) for label, v in stats.items()}, parts[-1],
+                   title=f"Drift over a {chunks}-chunk rollout: {what}", xlabel="generated chunk", ylabel=what, height=300)
+    stack_pngs(parts, os.path.join(results, "drift.png"))
+    shown = torch.cat([videos["pfp"][:2], videos["truth"][:2]])             # top: pfp rollouts, bottom: the truth
+    save_bthwc_uint8_as_mp4_and_gif(framed_bthwc_uint8(shown, prompt_frames, scale=4), os.path.join(results, "generate"))
+    last = {label: {k: v[k][-1] for k in v} for label, v in stats.items()}
+    table += (f"\n\nDrift after {chunks} chunks, against chunk 1 (truth = the real continuation):\n\n"
+              "| row | abs. colour mean change | spread ratio | sharpness ratio |\n|---|---|---|---|\n")
+    table += "\n".join(f"| {label} | {v['mean']:.3f} | {v['spread']:.3f} | {v['sharpness']:.3f} |" for label, v in last.items())
+    everything = {"hiddens": hiddens, "scores": scores, **numbers, "summaries": summaries, "drift": stats,
+                  "config": asdict(cfg), "ar_steps": ar_steps}
+    write_atomically(os.path.join(results, "recall.md"), lambda tmp: open(tmp, "w").write(table + "\n"))
+    write_atomically(os.path.join(results, "recall.json"), lambda tmp: open(tmp, "w").write(json.dumps(everything, indent=1, default=str)))
+    print(table)
+    print(f"wrote {results}/recall.md, recall.json, recall.png, recall_grid.png, drift.png, generate.mp4, generate.gif")

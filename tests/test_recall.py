@@ -1,0 +1,68 @@
+"""recall.py (evaluate.py --recall): the object metric, chance, the drift meter, and the pipeline."""
+import json
+import os
+from dataclasses import replace
+
+import pytest
+import torch
+
+import recall
+from config import Config, check
+
+
+def test_masked_psnr_reads_only_the_object():
+    truth = torch.zeros(2, 3, 3, 8, 8)
+    mask = torch.zeros(2, 3, 8, 8)
+    mask[:, :, 2:4, 2:6] = 1
+    got = truth + 0.2 * mask[:, :, None]                      # 0.2 in [-1, 1] = 0.1 in [0, 1] -> MSE 0.01 -> 20 dB
+    got[:, :, :, 6:] = 1.0                                    # a wrong background is not the object's error
+    assert torch.allclose(recall.masked_psnr(got, truth, mask), torch.full((2,), 20.0), atol=1e-4)
+
+
+def test_chance_differs_from_the_truth_only_on_the_object():
+    cfg = Config()
+    video, mask, other = recall.recall_set(cfg, hidden=4, n=3)
+    assert video.shape == other.shape == (3, cfg.history + cfg.chunk, 3, 32, 32) and mask.shape == (3, 18, 32, 32)
+    chunk = slice(cfg.history, None)
+    assert mask[:, chunk].flatten(1).any(1).all()             # the object is back in every chunk
+    differs = (video != other).any(dim=2)                     # (B, T, H, W)
+    assert differs.any()
+    chance = recall.masked_psnr(other[:, chunk], video[:, chunk], mask[:, chunk])
+    assert (chance < 25).all()                                # another look is far from this one
+
+
+def test_drift_stats_and_relative_drift_in_closed_form():
+    video = torch.zeros(1, 4, 3, 8, 8)
+    video[:, :, 0] = 0.5                                      # a red cast
+    video[:, :, :, :, ::2] += 0.2                             # vertical stripes: horizontal neighbours differ by 0.2
+    stats = recall.drift_stats(video)                         # (1, 4, 5)
+    assert torch.allclose(stats[0, 0, :3], torch.tensor([0.6, 0.1, 0.1]))
+    assert torch.allclose(stats[0, 0, 4], torch.tensor(0.1))  # (0 vertical + 0.2 horizontal) / 2
+    later = torch.cat([video[:, :2], video[:, 2:] * 0.5], dim=1)   # the second chunk fades to half
+    d = recall.relative_drift(recall.drift_stats(later), chunks=2)
+    assert d["spread"] == pytest.approx([1.0, 0.5]) and d["sharpness"] == pytest.approx([1.0, 0.5])
+    assert d["mean"] == pytest.approx([0.0, (0.3 + 0.05 + 0.05) / 3])
+
+
+def test_recall_pipeline_writes_everything_and_reads_its_cache(tmp_path, monkeypatch):
+    """Every row trained for a few steps: the files, the table's rows and claims; a second run retrains nothing."""
+    cfg = check(replace(Config(), dim=32, heads=2, depth=1, hr_channels=4, steps=2, train_videos=4, val_videos=2,
+                        batch=2, sample_steps=1, eval_every=10**9, log_every=1, threads=1))
+    runs, results = str(tmp_path / "runs"), str(tmp_path / "results")
+    recall.run(cfg, 2, runs, results, "test", n=2, chunks=2)
+    for name in ("recall.md", "recall.json", "recall.png", "recall_grid.png", "drift.png", "generate.gif", "generate.mp4"):
+        assert os.path.getsize(os.path.join(results, name)) > 100, name
+    numbers = json.load(open(os.path.join(results, "recall.json")))
+    labels = ["pfp", "pfp without pretrain", "large patchifier", "window only", "full history"]
+    assert list(numbers["summaries"]) == labels
+    tokens = {label: numbers["summaries"][label]["context_tokens"] for label in labels}
+    assert tokens == {"pfp": 128 + 128, "pfp without pretrain": 256, "large patchifier": 256,
+                      "window only": 128, "full history": 1024 + 128}
+    assert numbers["summaries"]["pfp without pretrain"]["init"] == "none"
+    assert "DiT only" in numbers["summaries"]["window only"]["init_origin"]
+    assert len(numbers["claims"]) == 5 and set(numbers["drift"]) == {"truth", *labels[:4]}
+    table = open(os.path.join(results, "recall.md")).read()
+    assert all(f"| {label} |" in table for label in labels) and "chance" in table
+    monkeypatch.setattr(recall, "train", lambda *a, **k: pytest.fail("stage 1 retrained"))
+    monkeypatch.setattr(recall, "train_ar", lambda *a, **k: pytest.fail("stage 2 retrained"))
+    recall.train_rows(cfg, 2, runs)
