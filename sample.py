@@ -11,7 +11,7 @@ history so far with phi, keeps its last --window latent frames uncompressed besi
 
     python sample.py --ckpt runs/pfp_2x2x2/ckpt.pt --retrieve                   # a validation seed
     python sample.py --ckpt runs/pfp_2x2x2/ckpt.pt --retrieve --video ../shared/videos/cockatoo.mp4 --frames 0 5 10 15
-    python sample.py --ckpt runs/ar_pfp_2x2x2/ckpt.pt --generate --chunks 16    # a train_ar.py run
+    python sample.py --ckpt runs/ar_pfp_2x2x2_w2_init/ckpt.pt --generate --chunks 16   # a train_ar.py run
 
 Writes <out>/retrieve.png (truth above retrieved) and retrieve.gif (the Euler trajectory), or
 <out>/generate.mp4 and generate.gif (prompt frames framed in red, generated ones in green).

@@ -38,11 +38,11 @@ from config import Config, ConfigError, add_config_flags, config_from_args, fail
 from compressor import Compressor
 from data import DataError
 from dit import DiT
-from flow import add_noise, euler_sample, velocity_target, sample_t, loss_per_t_bin
+from flow import add_noise, euler_sample, velocity_target, sample_t
 from latent import encode, decode
 from metrics import psnr, ssim
 from sample import ar_context, chunk_positions, read_checkpoint, save_rows_png, write_atomically
-from train_pfp import checkpoint_state, load_videos, make_optimizer, update_ema
+from train_pfp import checkpoint_state, load_videos, log_row, make_optimizer, optimizer_step, random_batch
 
 
 def split_points(cfg: Config) -> list:
@@ -160,23 +160,15 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
     start = tick = time.time()
     bar = tqdm(range(cfg.steps), desc=f"stage 2 {name}", dynamic_ncols=True, position=position, leave=not quiet)
     for step in bar:
-        video = train_videos[torch.randint(len(train_videos), (cfg.batch,), device=cfg.device)]   # (B, T + c, 3, H, W)
-        if cfg.data != "synthetic" and torch.rand(()) < 0.5:
-            video = video.flip(-1)                    # real clips are few: mirror half the batches
-        s = splits[torch.randint(len(splits), ()).item()]
+        video = random_batch(train_videos, cfg)                     # (B, T + c, 3, H, W)
+        s = splits[torch.randint(len(splits), ()).item()]            # one split point for the batch
         loss, per_sample, t = ar_loss(dit, phi, video, s, cfg)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
-        schedule.step()
-        update_ema(ema_pairs, step, cfg)
+        grad_norm = optimizer_step(loss, params, optimizer, schedule, ema_pairs, step, cfg)
 
         if (step + 1) % cfg.log_every == 0:
             ms = (time.time() - tick) * 1000 / cfg.log_every
             tick = time.time()
-            row = {"step": step + 1, "loss": loss.item(), "lr": schedule.get_last_lr()[0], "grad_norm": grad_norm.item(),
-                   "ms_per_step": ms, "tokens_per_s": tokens_per_step / ms * 1000, **loss_per_t_bin(per_sample, t)}
+            row = log_row(step, loss, grad_norm, schedule, ms, tokens_per_step, per_sample, t)
             log.write(json.dumps(row) + "\n")
             log.flush()
             bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{row['tokens_per_s']:.0f}")

@@ -154,6 +154,29 @@ def make_optimizer(params, cfg: Config):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
 
+def random_batch(videos, cfg: Config):
+    """cfg.batch videos drawn at random (B, T, 3, H, W); real clips are few, so half the batches are mirrored."""
+    video = videos[torch.randint(len(videos), (cfg.batch,), device=videos.device)]
+    return video.flip(-1) if cfg.data != "synthetic" and torch.rand(()) < 0.5 else video
+
+
+def optimizer_step(loss, params, optimizer, schedule, ema_pairs, step: int, cfg: Config):
+    """Backward, clip, AdamW, the learning-rate schedule and the EMA -> the gradient norm before clipping."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    optimizer.step()
+    schedule.step()
+    update_ema(ema_pairs, step, cfg)
+    return grad_norm
+
+
+def log_row(step, loss, grad_norm, schedule, ms, tokens_per_step, per_sample, t) -> dict:
+    """One line of metrics.jsonl: step, loss, lr, grad norm, speed and the loss per t-bin."""
+    return {"step": step + 1, "loss": loss.item(), "lr": schedule.get_last_lr()[0], "grad_norm": grad_norm.item(),
+            "ms_per_step": ms, "tokens_per_s": tokens_per_step / ms * 1000, **loss_per_t_bin(per_sample, t)}
+
+
 @torch.no_grad()
 def update_ema(ema_pairs, step: int, cfg: Config):
     """ema <- decay * ema + (1 - decay) * weights, with a short warm-up of the decay itself."""
@@ -212,22 +235,14 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
     bar = tqdm(range(cfg.steps), desc=f"stage 1 {name}", dynamic_ncols=True, position=position, leave=not quiet)
     tick = time.time()
     for step in bar:
-        video = train_videos[torch.randint(len(train_videos), (cfg.batch,), device=cfg.device)]   # (B, T, 3, H, W)
-        if cfg.data != "synthetic" and torch.rand(()) < 0.5:
-            video = video.flip(-1)                    # real clips are few: mirror half the batches
+        video = random_batch(train_videos, cfg)                     # (B, T, 3, H, W)
         loss, per_sample, t = pfp_loss(dit, phi, video, cfg)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
-        schedule.step()
-        update_ema(ema_pairs, step, cfg)
+        grad_norm = optimizer_step(loss, params, optimizer, schedule, ema_pairs, step, cfg)
 
         if (step + 1) % cfg.log_every == 0:
             ms = (time.time() - tick) * 1000 / cfg.log_every
             tick = time.time()
-            row = {"step": step + 1, "loss": loss.item(), "lr": schedule.get_last_lr()[0], "grad_norm": grad_norm.item(),
-                   "ms_per_step": ms, "tokens_per_s": tokens_per_step / ms * 1000, **loss_per_t_bin(per_sample, t)}
+            row = log_row(step, loss, grad_norm, schedule, ms, tokens_per_step, per_sample, t)
             log.write(json.dumps(row) + "\n")
             log.flush()
             bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
