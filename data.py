@@ -199,8 +199,8 @@ def recall_hidden_range(frames: int, size: int, after: int = 2) -> int:
                         "raise --height/--width or pass after >= 0")
     speed, width = recall_speed_and_width(size)
     # Counting back from the first hidden frame, the object was last whole ceil(width / speed)
-    # frames earlier, and the frames before that show it whole too: each extra hidden frame
-    # pushes this run back by one frame, until it starts before frame 0.
+    # frames earlier: each extra hidden frame pushes its whole views back by one frame, until
+    # fewer than RECALL_FULL_VIEWS of them are left after frame 0.
     enter = frames - after - 1
     largest = enter - -(-width // speed) - (RECALL_FULL_VIEWS - 1)
     if largest < 1:
@@ -214,8 +214,8 @@ def recall_video(seed: int, frames: int, size: int, hidden: int, look: int = Non
 
     The memory-recall benchmark of evaluate.py --recall (object consistency, PAPER.md Table 2;
     the paper's Figure 6): a static camera over a texture and one patterned object that moves
-    right at constant speed, leaves the frame, stays hidden for exactly `hidden` frames and
-    re-enters from the left at frame T - after - 1, so a model must recall its look from memory.
+    right at constant speed, leaves the frame, stays hidden for exactly `hidden` frames and comes
+    back through the same edge at frame T - after - 1, so a model must recall its look from memory.
     The background, the row and the size come from `seed`, the object's look from `look`
     (default `seed`): two looks give identical videos outside the object."""
     largest = recall_hidden_range(frames, size, after)
@@ -231,13 +231,15 @@ def recall_video(seed: int, frames: int, size: int, hidden: int, look: int = Non
     row = rng.integers(0, size - height + 1)  # the object is always whole vertically
     colours, mask = sprite_pattern(np.random.default_rng([seed if look is None else look, 1]), height, width, size)
 
-    # The object's right edge is `speed` px into the frame at the re-entry frame and advances by
-    # `speed` per frame around a loop of `loop` px; the object is hidden while its right edge is
-    # at 0 or in [S + width, loop), which the loop length makes exactly `hidden` frames.
-    enter = frames - after - 1
-    loop = size + width + speed * (hidden - 1)
-    right_edge = np.mod(speed * (np.arange(frames) - enter + 1), loop)  # (T,)
-    offsets = np.arange(size) - (right_edge - width)[:, None]  # (T, S) object column under each frame column
+    # The object moves right, leaves on the right, is hidden for exactly `hidden` frames and comes
+    # back the way it went, as if it bounced off a wall just outside the frame: `speed` px of it
+    # show in the last frame before it hides and again in the re-entry frame, and it comes back
+    # where it left, so recalling its look is a lookup far back in time but not across space.
+    enter, last = frames - after - 1, frames - after - 2 - hidden
+    t = np.arange(frames)
+    steps_in = np.maximum(np.maximum(t - enter + 1, last - t + 1), 0)  # (T,) 0 while hidden
+    corner = size - speed * steps_in  # (T,) the object's left column (S = just outside, hidden)
+    offsets = np.arange(size) - corner[:, None]  # (T, S) object column under each frame column
     inside = (offsets >= 0) & (offsets < width)  # (T, S)
     object_cols = np.clip(offsets, 0, width - 1)  # (T, S)
     object_mask = np.zeros((frames, size, size), dtype=bool)  # (T, S, S)

@@ -240,6 +240,8 @@ def main():
                              "trains stage 1 for pfp and the large patchifier, then stage 2 for every row, into <runs>")
     parser.add_argument("--ar_steps", type=int, default=0,
                         help="--recall: stage-2 steps per row (default: half the stage-1 steps)")
+    parser.add_argument("--recall_share", type=float, default=0.5,
+                        help="--recall: share of the stage-2 training clips taken from the recall world (default 0.5)")
     parser.error = fail
     args = parser.parse_args()
     if args.recall:
@@ -247,7 +249,10 @@ def main():
         cfg = check(replace(SCALES[args.scale], steps=args.steps or SCALES[args.scale].steps, threads=args.threads,
                             device=args.device, eval_every=10**9))
         runs = args.runs if args.runs != parser.get_default("runs") else os.path.join("runs", "recall")
-        return recall.run(cfg, args.ar_steps or cfg.steps // 2, runs, args.results, f"python {' '.join(sys.argv)}")
+        if not 0 <= args.recall_share <= 1:
+            fail(f"--recall_share {args.recall_share} must lie in [0, 1]")
+        return recall.run(cfg, args.ar_steps or cfg.steps // 2, runs, args.results, f"python {' '.join(sys.argv)}",
+                          share=args.recall_share)
     if args.curves:
         missing = [r for r in args.curves if not os.path.isfile(os.path.join(r, "metrics.jsonl"))]
         if missing:

@@ -35,14 +35,15 @@ from tqdm import tqdm
 
 from config import Config, check
 from evaluate import labelled_png, run_dir
-from data import recall_hidden_range, recall_video, synthetic_videos, VAL_SEED_OFFSET
+from data import DataError, recall_hidden_range, recall_video, synthetic_videos, VAL_SEED_OFFSET
 from plot import line_chart
 from sample import framed_bthwc_uint8, generate, load_checkpoint, save_bthwc_uint8_as_mp4_and_gif, write_atomically
 from train_ar import predict_chunk, train_ar
 from train_pfp import load_videos, train
 
 Variant = namedtuple("Variant", "label stage1 compressor rate init")   # stage1: which stage-1 run to start from
-RECALL_SEED_OFFSET = 2_000_000                                          # disjoint from train and validation seeds
+RECALL_SEED_OFFSET = 2_000_000                                          # the benchmark: disjoint from train and validation
+RECALL_TRAIN_SEED_OFFSET = 3_000_000                                    # recall-world clips stage 2 trains on
 
 
 def variants(cfg: Config) -> list:
@@ -65,10 +66,37 @@ def key(*parts) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def train_rows(cfg: Config, ar_steps: int, runs: str) -> list:
+def stage2_data(cfg: Config, share: float) -> tuple:
+    """The stage-2 training clips of every row: the synthetic world with `share` of its clips
+    replaced by recall-world clips (their own seeds, a random hidden D and re-entry frame). The
+    synthetic world alone rarely shows an object come back within one 18-frame clip, so without
+    them no row has anything to learn recall from. [ours] -> (train, val, source) as load_videos."""
+    frames = cfg.history + cfg.chunk * cfg.vae_time
+    train, val, source = load_videos(cfg, frames=frames)
+    rng, clips = np.random.default_rng(0), []
+    step = cfg.chunk * cfg.vae_time
+    afters = [a for a in range(step, frames, step) if a < frames - 4 and hidden_range_or_0(frames, cfg.height, a) >= 1]
+    for i in range(round(share * len(train))):
+        after = int(rng.choice(afters))
+        hidden = int(rng.integers(1, hidden_range_or_0(frames, cfg.height, after) + 1))
+        clips.append(recall_video(RECALL_TRAIN_SEED_OFFSET + i, frames, cfg.height, hidden, after=after)[0])
+    if clips:
+        train = torch.cat([torch.stack(clips), train[len(clips):]])
+    return train, val, f"{source}; {len(clips)} of the {len(train)} train clips from the recall world"
+
+
+def hidden_range_or_0(frames, size, after) -> int:
+    """recall_hidden_range, or 0 where no hidden D fits a clip with this many frames after the re-entry."""
+    try:
+        return recall_hidden_range(frames, size, after)
+    except DataError:
+        return 0
+
+
+def train_rows(cfg: Config, ar_steps: int, runs: str, share: float) -> list:
     """Stage 1 for pfp and the large patchifier (each when a row first needs it), then stage 2 for
     every row; everything cached. -> [(Variant, stage-2 run folder)] in table order."""
-    ar_data = load_videos(cfg, frames=cfg.history + cfg.chunk * cfg.vae_time)
+    ar_data = stage2_data(cfg, share)
     done = {}
     for v in tqdm(sorted(variants(cfg), key=lambda v: v.stage1 == "large_patchifier"), desc="stage 2 rows", position=0):
         init = "none"
@@ -79,7 +107,7 @@ def train_rows(cfg: Config, ar_steps: int, runs: str) -> list:
             init = os.path.join(first, "ckpt.pt")
         c = check(replace(cfg, compressor=v.compressor, rate=v.rate, steps=ar_steps, eval_every=ar_steps + 1))
         keep = {k: x for k, x in asdict(c).items() if k not in ("out", "threads", "device", "eval_every", "log_every")}
-        out = os.path.join(runs, f"ar_{v.label.replace(' ', '_')}_{ar_steps}_{key(keep, v.init, v.stage1)}")
+        out = os.path.join(runs, f"ar_{v.label.replace(' ', '_')}_{ar_steps}_{key(keep, v.init, v.stage1, share)}")
         cached(out, lambda: train_ar(c, out, init, data=ar_data, quiet=True, position=1))
         done[v.label] = (v, out)
     return [done[v.label] for v in variants(cfg)]
@@ -200,9 +228,10 @@ def report(scores, summaries, hiddens, cfg: Config, command: str, window: int) -
     return "\n".join(lines), {"mean": mean, "ci95": ci, "claims": dict(claims)}
 
 
-def run(cfg: Config, ar_steps: int, runs: str, results: str, command: str, n: int = 64, chunks: int = 24):
+def run(cfg: Config, ar_steps: int, runs: str, results: str, command: str, share: float = 0.5, n: int = 64,
+        chunks: int = 24):
     """Train (or read back) every row, score recall and drift, write the results."""
-    rows = train_rows(cfg, ar_steps, runs)
+    rows = train_rows(cfg, ar_steps, runs, share)
     summaries = {v.label: json.load(open(os.path.join(out, "summary.json"))) for v, out in rows}
     largest = recall_hidden_range(cfg.history + cfg.chunk * cfg.vae_time, cfg.height, cfg.chunk * cfg.vae_time)
     hiddens = sorted({round(x) for x in np.linspace(2, largest, 5)})

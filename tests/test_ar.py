@@ -165,6 +165,9 @@ def test_train_ar_then_generate_end_to_end(tmp_path):
     assert len(frames) == 8 + 2 * 2                            # prompt + 2 chunks of 2 frames
     r = run("sample.py", "--ckpt", f"{s1}/ckpt.pt", "--generate", "--chunks", "1", "--out", str(tmp_path))
     assert r.returncode == 0 and "warning: " in r.stdout and "stage-1" in r.stdout
+    for bad, message in ((["--generate", "--prompt", "3"], "multiple of 2 frames"), (["--generate", "--retrieve"], "exactly one")):
+        r = run("sample.py", "--ckpt", f"{s2}/ckpt.pt", *bad)
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("args,message", [

@@ -44,6 +44,15 @@ def test_drift_stats_and_relative_drift_in_closed_form():
     assert d["mean"] == pytest.approx([0.0, (0.3 + 0.05 + 0.05) / 3])
 
 
+def test_stage2_data_replaces_a_share_of_the_clips_with_recall_world_clips():
+    cfg = check(replace(Config(), train_videos=8, val_videos=2))
+    train, val, source = recall.stage2_data(cfg, 0.5)
+    assert train.shape == (8, 18, 3, 32, 32) and val.shape == (2, 18, 3, 32, 32) and "4 of the 8" in source
+    # a recall-world clip has a static background: most pixels never change; a synthetic-world clip pans
+    still = lambda clip: (clip[1:] == clip[:-1]).all(dim=1).float().mean().item()
+    assert all(still(c) > 0.6 for c in train[:4]) and all(still(c) < 0.6 for c in train[4:])
+
+
 def test_recall_pipeline_writes_everything_and_reads_its_cache(tmp_path, monkeypatch):
     """Every row trained for a few steps: the files, the table's rows and claims; a second run retrains nothing."""
     cfg = check(replace(Config(), dim=32, heads=2, depth=1, hr_channels=4, steps=2, train_videos=4, val_videos=2,
@@ -65,4 +74,4 @@ def test_recall_pipeline_writes_everything_and_reads_its_cache(tmp_path, monkeyp
     assert all(f"| {label} |" in table for label in labels) and "chance" in table
     monkeypatch.setattr(recall, "train", lambda *a, **k: pytest.fail("stage 1 retrained"))
     monkeypatch.setattr(recall, "train_ar", lambda *a, **k: pytest.fail("stage 2 retrained"))
-    recall.train_rows(cfg, 2, runs)
+    recall.train_rows(cfg, 2, runs, 0.5)

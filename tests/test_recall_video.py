@@ -1,5 +1,5 @@
 """Tests for data.recall_video, the memory-recall benchmark video: the object hides for exactly
-`hidden` frames, re-enters on the frame the benchmark expects, is seen whole before it hides,
+`hidden` frames, comes back where it left on the frame the benchmark expects, is seen whole before it hides,
 and changing its look changes nothing else.
 
     python -m pytest -q tests/test_recall_video.py
@@ -38,7 +38,7 @@ def test_shape_dtype_range_and_determinism():
     assert torch.equal(data.recall_video(5, 18, 32, 4)[0], data.recall_video(5, 18, 32, 4, look=5)[0])
 
 
-def test_hidden_exactly_then_reenters_from_the_left():
+def test_hidden_exactly_then_comes_back_through_the_edge_it_left():
     for frames, size, after in CASES:
         speed, width = data.recall_speed_and_width(size)
         enter = frames - after - 1
@@ -50,10 +50,11 @@ def test_hidden_exactly_then_reenters_from_the_left():
                 assert mask_columns(mask[enter - hidden - 1])[-1] == size - 1
                 assert not any(visible[enter - hidden : enter]), "hidden for exactly `hidden` frames"
                 assert all(visible[enter:])
-                # Re-entry from the left, `speed` more columns each frame. Every column of a
-                # rectangle or an ellipse holds a pixel, so the column sets are exact for both.
+                # Back through the right edge, `speed` more columns each frame, mirroring the
+                # exit: every column of a rectangle or an ellipse holds a pixel, so exact for both.
                 for step, t in enumerate(range(enter, frames)):
-                    assert mask_columns(mask[t]) == list(range(min(width, speed * (step + 1))))
+                    assert mask_columns(mask[t]) == list(range(size - speed * (step + 1), size))[:width]
+                    assert torch.equal(mask[t], mask[enter - hidden - 1 - step])
 
 
 def test_object_seen_whole_before_it_hides():
