@@ -51,6 +51,7 @@ class Config:
     # --- stage 2, autoregressive fine-tuning (train_ar.py) ----------------------------------
     chunk: int = 2             # latent frames generated per autoregressive step
     window: int = 2            # latent frames before the split kept uncompressed beside phi(H) (paper's tiny window)
+    split_full: float = 0.0    # [ours] share of stage-2 steps split after the whole history (else s is uniform)
     # --- optimisation -----------------------------------------------------------------------
     steps: int = 2000
     batch: int = 8
@@ -149,8 +150,8 @@ def check(cfg: Config, rate_must_divide: bool = True) -> Config:
                  "frame_stride", "depth", "hr_channels"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name} must be a positive integer, got {getattr(cfg, name)}")
-    if not (0 <= cfg.ema < 1 and cfg.lr > 0 and 0 <= cfg.mask_noise_min <= 1):
-        raise ConfigError("--ema must be in [0, 1), --lr > 0 and --mask_noise_min in [0, 1]")
+    if not (0 <= cfg.ema < 1 and cfg.lr > 0 and 0 <= cfg.mask_noise_min <= 1 and 0 <= cfg.split_full <= 1):
+        raise ConfigError("--ema must be in [0, 1), --lr > 0, and --mask_noise_min and --split_full in [0, 1]")
     return cfg
 
 

@@ -57,7 +57,7 @@ QUICK_STEPS = {"synthetic": 600, "real": 400}   # --quick: the whole table in ~3
 
 def run_dir(cfg: Config, root: str) -> str:
     """The cache folder of one row: its name says what it is, the hash says everything else."""
-    skip = ("out", "threads", "device", "eval_every", "log_every", "chunk", "window")   # the last two are stage 2's
+    skip = ("out", "threads", "device", "eval_every", "log_every", "chunk", "window", "split_full")   # stage 2's
     keep = {k: v for k, v in asdict(cfg).items() if k not in skip}
     key = hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
     data = "synthetic" if cfg.data == "synthetic" else "real"

@@ -24,26 +24,32 @@ drift.png and generate.gif (a pfp rollout beside the truth).
 """
 import hashlib
 import json
+import math
 import os
 from collections import namedtuple
 from dataclasses import asdict, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
 from config import Config, check
 from evaluate import labelled_png, run_dir
-from data import DataError, recall_hidden_range, recall_video, synthetic_videos, VAL_SEED_OFFSET
+from data import recall_hidden_range, recall_video, synthetic_videos, VAL_SEED_OFFSET
 from plot import line_chart
-from sample import framed_bthwc_uint8, generate, load_checkpoint, save_bthwc_uint8_as_mp4_and_gif, write_atomically
+from flow import add_noise
+from latent import encode
+from sample import (ar_context, chunk_positions, framed_bthwc_uint8, generate, load_checkpoint,
+                    save_bthwc_uint8_as_mp4_and_gif, write_atomically)
 from train_ar import predict_chunk, train_ar
 from train_pfp import load_videos, train
 
 Variant = namedtuple("Variant", "label stage1 compressor rate init")   # stage1: which stage-1 run to start from
 RECALL_SEED_OFFSET = 2_000_000                                          # the benchmark: disjoint from train and validation
 RECALL_TRAIN_SEED_OFFSET = 3_000_000                                    # recall-world clips stage 2 trains on
+STAGE2_SPLIT_FULL = 0.5                                                 # --split_full of every row's stage 2
 
 
 def variants(cfg: Config) -> list:
@@ -68,29 +74,22 @@ def key(*parts) -> str:
 
 def stage2_data(cfg: Config, share: float) -> tuple:
     """The stage-2 training clips of every row: the synthetic world with `share` of its clips
-    replaced by recall-world clips (their own seeds, a random hidden D and re-entry frame). The
-    synthetic world alone rarely shows an object come back within one 18-frame clip, so without
-    them no row has anything to learn recall from. [ours] -> (train, val, source) as load_videos."""
+    replaced by recall-world clips (their own seeds, a random hidden D, the object back in the
+    frame before the last chunk). The synthetic world alone rarely shows an object come back
+    within one 18-frame clip, so without them no row has anything to learn recall from; and the
+    rows train with STAGE2_SPLIT_FULL, so that half the steps split right there. [ours]
+    -> (train, val, source) as load_videos."""
     frames = cfg.history + cfg.chunk * cfg.vae_time
     train, val, source = load_videos(cfg, frames=frames)
     rng, clips = np.random.default_rng(0), []
     step = cfg.chunk * cfg.vae_time
-    afters = [a for a in range(step, frames, step) if a < frames - 4 and hidden_range_or_0(frames, cfg.height, a) >= 1]
+    largest = recall_hidden_range(frames, cfg.height, after=step)
     for i in range(round(share * len(train))):
-        after = int(rng.choice(afters))
-        hidden = int(rng.integers(1, hidden_range_or_0(frames, cfg.height, after) + 1))
-        clips.append(recall_video(RECALL_TRAIN_SEED_OFFSET + i, frames, cfg.height, hidden, after=after)[0])
+        hidden = int(rng.integers(1, largest + 1))
+        clips.append(recall_video(RECALL_TRAIN_SEED_OFFSET + i, frames, cfg.height, hidden, after=step)[0])
     if clips:
         train = torch.cat([torch.stack(clips), train[len(clips):]])
     return train, val, f"{source}; {len(clips)} of the {len(train)} train clips from the recall world"
-
-
-def hidden_range_or_0(frames, size, after) -> int:
-    """recall_hidden_range, or 0 where no hidden D fits a clip with this many frames after the re-entry."""
-    try:
-        return recall_hidden_range(frames, size, after)
-    except DataError:
-        return 0
 
 
 def train_rows(cfg: Config, ar_steps: int, runs: str, share: float) -> list:
@@ -105,7 +104,8 @@ def train_rows(cfg: Config, ar_steps: int, runs: str, share: float) -> list:
             first = run_dir(c1, runs)                                   # the same cache key as Table 1's rows
             cached(first, lambda: train(c1, first, quiet=True, position=1))
             init = os.path.join(first, "ckpt.pt")
-        c = check(replace(cfg, compressor=v.compressor, rate=v.rate, steps=ar_steps, eval_every=ar_steps + 1))
+        c = check(replace(cfg, compressor=v.compressor, rate=v.rate, steps=ar_steps, eval_every=ar_steps + 1,
+                          split_full=STAGE2_SPLIT_FULL))
         keep = {k: x for k, x in asdict(c).items() if k not in ("out", "threads", "device", "eval_every", "log_every")}
         out = os.path.join(runs, f"ar_{v.label.replace(' ', '_')}_{ar_steps}_{key(keep, v.init, v.stage1, share)}")
         cached(out, lambda: train_ar(c, out, init, data=ar_data, quiet=True, position=1))
@@ -131,23 +131,52 @@ def recall_set(cfg: Config, hidden: int, n: int) -> tuple:
 
 
 @torch.no_grad()
-def recall_scores(rows, cfg: Config, hiddens: list, n: int, batch: int = 16) -> dict:
-    """-> {label: {D: [object PSNR per video]}}, plus 'chance' and the first video's chunks for the grid."""
+def recall_scores(rows, cfg: Config, hiddens: list, n: int, batch: int = 16) -> tuple:
+    """-> ({label: {D: [object PSNR per video]}} with 'chance' too, {label: {D: memory_use in dB}},
+    the first 3 videos' chunks for the grid)."""
     s, vt = cfg.latent_frames, cfg.vae_time
-    scores, pictures = {"chance": {}}, {}
+    scores, use, pictures = {"chance": {}}, {}, {}
     sets = {d: recall_set(cfg, d, n) for d in hiddens}
     for d, (video, mask, other) in sets.items():
         scores["chance"][d] = masked_psnr(other[:, s * vt:], video[:, s * vt:], mask[:, s * vt:]).tolist()
     for v, out in tqdm(rows, desc="recall", position=0):
         c, dit, phi, _ = load_checkpoint(os.path.join(out, "ckpt.pt"))
-        scores[v.label] = {}
-        for d, (video, mask, _) in sets.items():
+        scores[v.label], use[v.label] = {}, {}
+        for d, (video, mask, other) in sets.items():
             gen = torch.Generator().manual_seed(d)
             got = torch.cat([predict_chunk(dit, phi, video[i:i + batch], s, c, gen) for i in range(0, n, batch)])
             scores[v.label][d] = masked_psnr(got, video[:, s * vt:], mask[:, s * vt:]).tolist()
-            pictures[(v.label, d)] = got[0]
-    pictures["truth"] = {d: video[0] for d, (video, _, _) in sets.items()}
-    return scores, pictures
+            pictures[(v.label, d)] = got[:3]                                 # (3, c*vt, 3, H, W)
+            use[v.label][d] = memory_use(dit, phi, c, video, mask, other, batch)
+    pictures["truth"] = {d: video[:3] for d, (video, _, _) in sets.items()}
+    return scores, use, pictures
+
+
+@torch.no_grad()
+def memory_use(dit, phi, cfg: Config, video, mask, other, batch: int = 16) -> float:
+    """Does the model read the object's look from its memory? The velocity error on the object's
+    latent cells of the chunk when the frames *before the window* show another look (`other`),
+    over the error with the true history, in dB: 0 = the old frames' look is ignored (window only
+    scores exactly 0). Teacher-forced at t = 0.25, 0.5, 0.75 with the same noise: no sampling, so
+    it measures the memory apart from how well the sampler can draw what it remembers. [ours]"""
+    s, vt, c = cfg.latent_frames, cfg.vae_time, cfg.chunk
+    old_frames = (s - min(cfg.window, s)) * vt
+    other = torch.cat([other[:, :old_frames], video[:, old_frames:]], dim=1)   # only the memory differs
+    x0 = encode(video[:, s * vt:], cfg.vae_space, vt)                        # (B, c, C, h, w) the true chunk
+    cells = F.max_pool2d(mask[:, s * vt:].float(), cfg.vae_space)             # (B, c*vt, h, w) object latent cells
+    cells = cells.reshape(len(video), c, vt, *cells.shape[-2:]).amax(dim=2)[:, :, None]   # (B, c, 1, h, w)
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    errors = {"true": 0.0, "other": 0.0}
+    for t_value in (0.25, 0.5, 0.75):
+        t = torch.full((len(video),), t_value)
+        x_t = add_noise(x0, eps, t)
+        for name, history in (("true", video), ("other", other)):
+            for i in range(0, len(video), batch):
+                context, context_pos = ar_context(dit, phi, history[i:i + batch], s, cfg)
+                b = len(context)
+                v = dit(x_t[i:i + b], t[i:i + b, None].expand(b, c), chunk_positions(b, cfg, "cpu"), context, context_pos)
+                errors[name] += ((v - (eps[i:i + b] - x0[i:i + b])).pow(2) * cells[i:i + b]).sum().item()
+    return 10 * math.log10(errors["other"] / errors["true"])
 
 
 def drift_stats(video) -> torch.Tensor:
@@ -200,7 +229,7 @@ def stack_pngs(paths, path):
         os.remove(p)
 
 
-def report(scores, summaries, hiddens, cfg: Config, command: str, window: int) -> tuple:
+def report(scores, use, summaries, hiddens, cfg: Config, command: str, window: int) -> tuple:
     """The markdown table and the bar's claims, each checked on the mean object PSNR."""
     mean = {label: {d: float(np.mean(v[d])) for d in hiddens} for label, v in scores.items()}
     ci = {label: {d: 1.96 * float(np.std(v[d])) / np.sqrt(len(v[d])) for d in hiddens} for label, v in scores.items()}
@@ -215,6 +244,11 @@ def report(scores, summaries, hiddens, cfg: Config, command: str, window: int) -
         s = summaries.get(label)
         head = f"| {label} | {s['context_tokens']} | {s['chunk_psnr']:.2f} |" if s else f"| {label} (another object's look) | | |"
         lines.append(head + " ".join(f" {mean[label][d]:.2f} ± {ci[label][d]:.2f} |" for d in hiddens))
+    lines += ["", "Memory use (dB): how much worse the model predicts the returning object when only the frames "
+              "*before* the window show another look (teacher-forced, no sampling; 0 = it ignores what it saw "
+              "before the window).", "", "| row | " + " | ".join(f"D = {d}" for d in hiddens) + " |",
+              "|---|" + "---|" * len(hiddens)]
+    lines += [f"| {label} |" + " ".join(f" {use[label][d]:.2f} |" for d in hiddens) for label in summaries]
     avg = {label: float(np.mean(list(mean[label].values()))) for label in mean}
     beyond = [d for d in hiddens if d > window]
     claims = [("pfp > window only (every D)", all(mean["pfp"][d] > mean["window only"][d] for d in hiddens)),
@@ -225,7 +259,7 @@ def report(scores, summaries, hiddens, cfg: Config, command: str, window: int) -
     lines += ["", "Averaged over D: " + ", ".join(f"{label} {value:.2f}" for label, value in avg.items()) + ".", "",
               "| the paper's claim (Table 2, 'without pretrain') | holds here? |", "|---|---|"]
     lines += [f"| {claim} | {'yes' if holds else 'no'} |" for claim, holds in claims]
-    return "\n".join(lines), {"mean": mean, "ci95": ci, "claims": dict(claims)}
+    return "\n".join(lines), {"mean": mean, "ci95": ci, "memory_use_db": use, "claims": dict(claims)}
 
 
 def run(cfg: Config, ar_steps: int, runs: str, results: str, command: str, share: float = 0.5, n: int = 64,
@@ -235,17 +269,18 @@ def run(cfg: Config, ar_steps: int, runs: str, results: str, command: str, share
     summaries = {v.label: json.load(open(os.path.join(out, "summary.json"))) for v, out in rows}
     largest = recall_hidden_range(cfg.history + cfg.chunk * cfg.vae_time, cfg.height, cfg.chunk * cfg.vae_time)
     hiddens = sorted({round(x) for x in np.linspace(2, largest, 5)})
-    scores, pictures = recall_scores(rows, cfg, hiddens, n)
+    scores, use, pictures = recall_scores(rows, cfg, hiddens, n)
     os.makedirs(results, exist_ok=True)
-    table, numbers = report(scores, summaries, hiddens, cfg, command, cfg.window)
+    table, numbers = report(scores, use, summaries, hiddens, cfg, command, cfg.window)
 
     line_chart({label: (hiddens, [numbers["mean"][label][d] for d in hiddens]) for label in numbers["mean"]},
                os.path.join(results, "recall.png"), title="Does the object come back looking the same?",
                xlabel="frames the object was hidden (D)", ylabel="object PSNR in the next chunk (dB)")
     d = hiddens[-1]
     s, vt = cfg.latent_frames, cfg.vae_time
-    truth = pictures["truth"][d][(s - 2) * vt:]                              # the last 2 history frames + the chunk
-    grid = [truth] + [torch.cat([truth[:2 * vt], pictures[(v.label, d)]]) for v, _ in rows]
+    truth = pictures["truth"][d][:, (s - 2) * vt:]                           # (3, 2*vt + c*vt, ...): the last 2 history frames + the chunk
+    side_by_side = lambda clips: torch.cat(list(clips))                      # 3 videos in one row
+    grid = [side_by_side(truth)] + [side_by_side(torch.cat([truth[:, :2 * vt], pictures[(v.label, d)]], 1)) for v, _ in rows]
     labelled_png(grid, ["truth"] + [f"{v.label} ({numbers['mean'][v.label][d]:.1f} dB)" for v, _ in rows],
                  os.path.join(results, "recall_grid.png"))
 

@@ -1,7 +1,8 @@
 """Stage 2: autoregressive fine-tuning with the pretrained memory (PAPER.md, "Equations", L_ar).
 
 A long video is cut at a random split point s (in latent frames, the same s for the whole batch
-so every sample has the same number of memory tokens). The history before s is compressed by
+so every sample has the same number of memory tokens; --split_full p cuts after the whole history
+in a share p of the steps [ours], since a long rollout mostly generates after a full history). The history before s is compressed by
 phi; its last --window latent frames are also kept uncompressed (the paper's tiny sliding
 window, `sample.ar_context`); the DiT predicts the next --chunk latent frames:
 
@@ -162,6 +163,8 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
     for step in bar:
         video = random_batch(train_videos, cfg)                     # (B, T + c, 3, H, W)
         s = splits[torch.randint(len(splits), ()).item()]            # one split point for the batch
+        if torch.rand(()) < cfg.split_full:                          # ... or after the whole history
+            s = cfg.latent_frames
         loss, per_sample, t = ar_loss(dit, phi, video, s, cfg)
         grad_norm = optimizer_step(loss, params, optimizer, schedule, ema_pairs, step, cfg)
 

@@ -174,6 +174,7 @@ def test_train_ar_then_generate_end_to_end(tmp_path):
     (["--init", "/no/such/ckpt.pt"], "not found"),
     (["--init", "none", "--window", "-1"], "--window"),
     (["--init", "none", "--rate", "2x2x2", "--chunk", "3"], "multiple of the rate's t"),
+    (["--init", "none", "--split_full", "1.5"], "--split_full"),
 ])
 def test_train_ar_bad_input_is_one_line_exit_2(args, message):
     r = run("train_ar.py", *args)

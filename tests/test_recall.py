@@ -70,6 +70,9 @@ def test_recall_pipeline_writes_everything_and_reads_its_cache(tmp_path, monkeyp
     assert numbers["summaries"]["pfp without pretrain"]["init"] == "none"
     assert "DiT only" in numbers["summaries"]["window only"]["init_origin"]
     assert len(numbers["claims"]) == 5 and set(numbers["drift"]) == {"truth", *labels[:4]}
+    # window only sees nothing before its window, so another look there changes nothing: exactly 0 dB
+    assert all(value == 0 for value in numbers["memory_use_db"]["window only"].values())
+    assert any(value != 0 for value in numbers["memory_use_db"]["pfp"].values())
     table = open(os.path.join(results, "recall.md")).read()
     assert all(f"| {label} |" in table for label in labels) and "chance" in table
     monkeypatch.setattr(recall, "train", lambda *a, **k: pytest.fail("stage 1 retrained"))
