@@ -41,9 +41,9 @@ from data import recall_hidden_range, recall_video, synthetic_videos, VAL_SEED_O
 from plot import line_chart
 from flow import add_noise
 from latent import encode
-from sample import (ar_context, chunk_positions, framed_bthwc_uint8, generate, load_checkpoint,
+from sample import (ar_context, chunk_positions, framed_bthwc_uint8, generate, load_checkpoint, next_chunk,
                     save_bthwc_uint8_as_mp4_and_gif, write_atomically)
-from train_ar import predict_chunk, train_ar
+from train_ar import train_ar
 from train_pfp import load_videos, train
 
 Variant = namedtuple("Variant", "label stage1 compressor rate init")   # stage1: which stage-1 run to start from
@@ -144,7 +144,7 @@ def recall_scores(rows, cfg: Config, hiddens: list, n: int, batch: int = 16) -> 
         scores[v.label], use[v.label] = {}, {}
         for d, (video, mask, other) in sets.items():
             gen = torch.Generator().manual_seed(d)
-            got = torch.cat([predict_chunk(dit, phi, video[i:i + batch], s, c, gen) for i in range(0, n, batch)])
+            got = torch.cat([next_chunk(dit, phi, video[i:i + batch], s, c, gen)[0] for i in range(0, n, batch)])
             scores[v.label][d] = masked_psnr(got, video[:, s * vt:], mask[:, s * vt:]).tolist()
             pictures[(v.label, d)] = got[:3]                                 # (3, c*vt, 3, H, W)
             use[v.label][d] = memory_use(dit, phi, c, video, mask, other, batch)

@@ -99,25 +99,34 @@ def chunk_positions(batch: int, cfg: Config, device) -> torch.Tensor:
 
 
 @torch.no_grad()
+def next_chunk(dit, phi, video, s: int, cfg: Config, generator=None, on_step=None) -> tuple:
+    """Sample the chunk after split point s from noise with Euler, seeing only ar_context.
+    video (B, >= s*vt, 3, H, W) -> (chunk (B, c*vt, 3, H, W) in [-1, 1], context tokens used)."""
+    B, c = video.shape[0], cfg.chunk
+    context, context_pos = ar_context(dit, phi, video, s, cfg)               # (B, N_ctx, D), (B, N_ctx, 3)
+    frame_pos = chunk_positions(B, cfg, video.device)
+
+    def velocity(x, t):
+        if on_step:
+            on_step()
+        return dit(x, t[:, None].expand(B, c), frame_pos, context, context_pos)
+    shape = (B, c, cfg.latent_channels, cfg.height // cfg.vae_space, cfg.width // cfg.vae_space)
+    noise = torch.randn(shape, generator=generator).to(video.device)
+    x0 = euler_sample(velocity, noise, cfg.sample_steps, cfg.t_shift)       # (B, c, C, h, w)
+    return decode(x0, cfg.vae_space, cfg.vae_time).clamp(-1, 1), context.shape[1]
+
+
+@torch.no_grad()
 def generate(dit, phi, prompt, chunks: int, cfg: Config, generator=None, progress: bool = True) -> tuple:
     """prompt (B, P, 3, H, W) -> (video (B, P + chunks*c*vt, 3, H, W), context tokens used per chunk).
     Every chunk re-compresses the whole history so far, then samples c latent frames with Euler."""
     video, used = prompt, []
-    B, c, vt = prompt.shape[0], cfg.chunk, cfg.vae_time
-    h, w = cfg.height // cfg.vae_space, cfg.width // cfg.vae_space
-    frame_pos = chunk_positions(B, cfg, prompt.device)
     steps_bar = tqdm(total=cfg.sample_steps, desc="euler steps", leave=False, disable=not progress)
     for _ in tqdm(range(chunks), desc="chunks", disable=not progress):
-        context, context_pos = ar_context(dit, phi, video, video.shape[1] // vt, cfg)   # (B, N_ctx, D)
-        used.append(context.shape[1])
         steps_bar.reset()
-
-        def velocity(x, t):
-            steps_bar.update()
-            return dit(x, t[:, None].expand(B, c), frame_pos, context, context_pos)
-        noise = torch.randn((B, c, cfg.latent_channels, h, w), generator=generator).to(prompt.device)
-        x0 = euler_sample(velocity, noise, cfg.sample_steps, cfg.t_shift)   # (B, c, C, h, w)
-        video = torch.cat([video, decode(x0, cfg.vae_space, vt).clamp(-1, 1)], dim=1)
+        chunk, n_context = next_chunk(dit, phi, video, video.shape[1] // cfg.vae_time, cfg, generator, steps_bar.update)
+        video = torch.cat([video, chunk], dim=1)                             # the history grows by one chunk
+        used.append(n_context)
     steps_bar.close()
     return video, used
 

@@ -1,10 +1,11 @@
 """Stage 2: autoregressive fine-tuning with the pretrained memory (PAPER.md, "Equations", L_ar).
 
-A long video is cut at a random split point s (in latent frames, the same s for the whole batch
-so every sample has the same number of memory tokens; --split_full p cuts after the whole history
-in a share p of the steps [ours], since a long rollout mostly generates after a full history). The history before s is compressed by
-phi; its last --window latent frames are also kept uncompressed (the paper's tiny sliding
-window, `sample.ar_context`); the DiT predicts the next --chunk latent frames:
+A clip of the history plus one chunk is cut at a random split point s (in latent frames; one s
+per batch, so every sample has as many memory tokens; --split_full p cuts after the whole
+history in a share p of the steps [ours]: a long rollout mostly generates after a full history).
+The history before s is compressed by phi; its last --window latent frames are also kept
+uncompressed (the paper's tiny sliding window, `sample.ar_context`); the DiT predicts the next
+--chunk latent frames:
 
     L_ar = E || (eps - X_0) - G(X_t, t, [phi(H), window]) ||^2,   X_0 = the chunk after H
 
@@ -39,10 +40,10 @@ from config import Config, ConfigError, add_config_flags, config_from_args, fail
 from compressor import Compressor
 from data import DataError
 from dit import DiT
-from flow import add_noise, euler_sample, velocity_target, sample_t
-from latent import encode, decode
+from flow import add_noise, velocity_target, sample_t
+from latent import encode
 from metrics import psnr, ssim
-from sample import ar_context, chunk_positions, read_checkpoint, save_rows_png, write_atomically
+from sample import ar_context, chunk_positions, next_chunk, read_checkpoint, save_rows_png, write_atomically
 from train_pfp import checkpoint_state, load_videos, log_row, make_optimizer, optimizer_step, random_batch
 
 
@@ -65,23 +66,10 @@ def ar_loss(dit, phi, video, s: int, cfg: Config):
     return per_sample.mean(), per_sample.detach(), t
 
 
-@torch.no_grad()
-def predict_chunk(dit, phi, video, s: int, cfg: Config, generator=None):
-    """Sample the chunk after split point s from noise: (B, >= s*vt, ...) -> (B, c*vt, 3, H, W)."""
-    B, c = video.shape[0], cfg.chunk
-    context, context_pos = ar_context(dit, phi, video, s, cfg)
-    shape = (B, c, cfg.latent_channels, cfg.height // cfg.vae_space, cfg.width // cfg.vae_space)
-    noise = torch.randn(shape, generator=generator).to(video.device)
-    frame_pos = chunk_positions(B, cfg, video.device)
-    x0 = euler_sample(lambda x, t: dit(x, t[:, None].expand(B, c), frame_pos, context, context_pos),
-                      noise, cfg.sample_steps, cfg.t_shift)                  # (B, c, C, h, w)
-    return decode(x0, cfg.vae_space, cfg.vae_time).clamp(-1, 1)
-
-
 def evaluate_next_chunk(dit, phi, val, cfg: Config, batch: int = 32) -> dict:
     """PSNR/SSIM of the chunk after the whole history (s = T'), one sample per validation video."""
     s, vt, gen = cfg.latent_frames, cfg.vae_time, torch.Generator().manual_seed(1234)
-    got = torch.cat([predict_chunk(dit, phi, val[i:i + batch], s, cfg, gen) for i in range(0, len(val), batch)])
+    got = torch.cat([next_chunk(dit, phi, val[i:i + batch], s, cfg, gen)[0] for i in range(0, len(val), batch)])
     truth = val[:, s * vt:(s + cfg.chunk) * vt]                              # (V, c*vt, 3, H, W)
     return {"chunk_psnr": psnr(got, truth).mean().item(), "chunk_ssim": ssim(got, truth).mean().item()}
 
@@ -191,7 +179,7 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
     save_checkpoint(cfg.steps)
     final = evaluate_next_chunk(ema_dit, ema_phi, val, cfg)
     s, vt, c = cfg.latent_frames, cfg.vae_time, cfg.chunk
-    got = predict_chunk(ema_dit, ema_phi, val[:4], s, cfg, torch.Generator().manual_seed(0))   # (4, c*vt, 3, H, W)
+    got = next_chunk(ema_dit, ema_phi, val[:4], s, cfg, torch.Generator().manual_seed(0))[0]   # (4, c*vt, 3, H, W)
     rows = [row for v, g in zip(val[:4], got) for row in (v[(s - 2) * vt:(s + c) * vt], torch.cat([v[(s - 2) * vt:s * vt], g]))]
     save_rows_png(rows, os.path.join(out, "next_chunk.png"))
     summary = {"name": name, "stage": 2, "init": init, "init_origin": origin, "compressor": cfg.compressor,
