@@ -69,7 +69,7 @@ def test_recall_pipeline_writes_everything_and_reads_its_cache(tmp_path, monkeyp
                       "window only": 128, "full history": 1024 + 128}
     assert numbers["summaries"]["pfp without pretrain"]["init"] == "none"
     assert "DiT only" in numbers["summaries"]["window only"]["init_origin"]
-    assert len(numbers["claims"]) == 5 and set(numbers["drift"]) == {"truth", *labels[:4]}
+    assert len(numbers["claims"]) == 6 and set(numbers["drift"]) == {"truth", *labels[:4]}
     # window only sees nothing before its window, so another look there changes nothing: exactly 0 dB
     assert all(value == 0 for value in numbers["memory_use_db"]["window only"].values())
     assert any(value != 0 for value in numbers["memory_use_db"]["pfp"].values())
