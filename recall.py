@@ -3,11 +3,14 @@
 
 The paper judges long-video consistency (cloth, identity, objects) with VLM and ArcFace judges.
 We measure the same thing directly on videos built for it (data.recall_video): an object is
-seen, leaves the frame, stays hidden for D frames and re-enters, its leading edge just visible
-in the last history frame. Each model continues the history by one chunk; the object's
+seen, leaves the frame, stays hidden for D frames and comes back where it left, its edge just
+visible in the last history frame. Each model continues the history by one chunk; the object's
 appearance error is the PSNR over the object's pixels of that chunk, against the truth.
+`memory_use` asks the sharper question without sampling: does the model's prediction change
+when only the frames before its window show another look?
 
-Rows, all with the same stage-2 steps, window, data and seeds:
+Rows, all with the same stage-2 steps, window, seeds and data (`stage2_data`: half synthetic
+world, half recall-world training clips, split after the whole history in half the steps):
     pfp                    stage-1 pfp checkpoint, fine-tuned with L_ar
     pfp without pretrain   train_ar.py --init none
     large patchifier       its own stage-1 checkpoint (same memory tokens as pfp)
@@ -20,7 +23,9 @@ The drift meter rolls every row out for many chunks and tracks, per chunk, the c
 the colour spread and the sharpness against the first generated chunk.
 
 Writes results/recall.md, recall.json, recall.png (object PSNR against D), recall_grid.png,
-drift.png and generate.gif (a pfp rollout beside the truth).
+drift.png and generate.gif/mp4 (pfp rollouts above the truth).
+
+Letters: B batch, T frames, c chunk (latent frames), vt frames per latent frame, D hidden frames.
 """
 import hashlib
 import json
