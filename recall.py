@@ -74,6 +74,7 @@ def cached(out: str, make) -> dict:
 
 
 def key(*parts) -> str:
+    """A short hash of everything that makes a stage-2 row what it is: its cache folder's suffix."""
     return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -179,7 +180,7 @@ def memory_use(dit, phi, cfg: Config, video, mask, other, batch: int = 16) -> fl
             for i in range(0, len(video), batch):
                 context, context_pos = ar_context(dit, phi, history[i:i + batch], s, cfg)
                 b = len(context)
-                v = dit(x_t[i:i + b], t[i:i + b, None].expand(b, c), chunk_positions(b, cfg, "cpu"), context, context_pos)
+                v = dit(x_t[i:i + b], t[i:i + b, None].expand(b, c), chunk_positions(b, cfg, video.device), context, context_pos)
                 errors[name] += ((v - (eps[i:i + b] - x0[i:i + b])).pow(2) * cells[i:i + b]).sum().item()
     return 10 * math.log10(errors["other"] / errors["true"])
 

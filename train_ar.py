@@ -131,7 +131,8 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
     dit, phi = dit.to(cfg.device), phi.to(cfg.device)
     ema_dit, ema_phi = copy.deepcopy(dit).requires_grad_(False), copy.deepcopy(phi).requires_grad_(False)
     params = list(dit.parameters()) + list(phi.parameters())
-    n_context = ar_context(dit, phi, val[:1], cfg.latent_frames, cfg)[0].shape[1]
+    with torch.no_grad():
+        n_context = ar_context(dit, phi, val[:1], cfg.latent_frames, cfg)[0].shape[1]
     tokens_per_step = cfg.batch * (n_context + cfg.chunk * math.prod(cfg.token_grid[1:]))   # at the longest history
     say(f"init: {origin}")
     say(f"{cfg.compressor} {cfg.rate} + window {cfg.window}: {n_context} context tokens for a {cfg.latent_frames}-frame "
