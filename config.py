@@ -34,6 +34,8 @@ class Config:
                                # every head starts out reading the keys near its own place and time
     abs_pos: bool = True       # [ours] also add a learned projection of 3D Fourier positions
     cross_attn: bool = False   # paper's enhancement: every block also cross-attends to memory
+    context_cache: bool = False  # [ours] memory tokens attend only to memory, so sampling computes their
+                               # keys/values once per chunk, not once per Euler step (bench.py's cost curve)
     # --- the compressor phi (compressor.py) -------------------------------------------------
     compressor: str = "pfp"    # pfp | only_lr | without_lr | large_patchifier | none
     rate: str = "2x2x2"        # h x w x t compression relative to the DiT's token grid
@@ -61,6 +63,10 @@ class Config:
     grad_clip: float = 1.0
     ema: float = 0.99
     seed: int = 0
+    # --- scaling up: the same run on more hardware (README, "Scaling up") ---------------------
+    accum: int = 1             # micro-batches per process per step: --batch is always the global batch
+    dtype: str = "fp32"        # fp32 | bf16: bf16 autocast for the training forward (weights stay fp32)
+    compile: bool = False      # torch.compile the DiT and the compressor (slow to start; for long runs)
     # --- data, evaluation, output -----------------------------------------------------------
     data: str = "synthetic"    # "synthetic" or a folder of .mp4/.webm/.gif videos
     train_videos: int = 1024   # synthetic training videos generated at start
@@ -105,6 +111,7 @@ SCALES = {
                     lr=1e-4, rope_base=10000.0),
 }
 COMPRESSORS = ["pfp", "only_lr", "without_lr", "large_patchifier", "none"]
+CHOICES = {"compressor": COMPRESSORS, "omega": ["random", "last"], "dtype": ["fp32", "bf16"]}
 
 
 class ConfigError(ValueError):
@@ -146,7 +153,9 @@ def check(cfg: Config, rate_must_divide: bool = True) -> Config:
         raise ConfigError(f"--targets {cfg.targets} must be between 1 and the {cfg.latent_frames} latent frames of the history")
     if cfg.window < 0:
         raise ConfigError(f"--window must be 0 or more latent frames, got {cfg.window}")
-    for name in ("steps", "batch", "sample_steps", "chunk", "train_videos", "val_videos", "eval_every", "log_every",
+    if cfg.dtype not in CHOICES["dtype"]:
+        raise ConfigError(f"unknown --dtype {cfg.dtype!r}: choose fp32 or bf16")
+    for name in ("steps", "batch", "accum", "sample_steps", "chunk", "train_videos", "val_videos", "eval_every", "log_every",
                  "frame_stride", "depth", "hr_channels"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name} must be a positive integer, got {getattr(cfg, name)}")
@@ -155,13 +164,23 @@ def check(cfg: Config, rate_must_divide: bool = True) -> Config:
     return cfg
 
 
+def result_fields(cfg: Config, skip=()) -> dict:
+    """The fields that change what a run learns, for cache keys (evaluate.py, recall.py): not where
+    or how fast it runs. Fields added after the results were cached count only when set away from
+    their default, so those caches stay valid."""
+    where = ("out", "threads", "device", "eval_every", "log_every", "compile", *skip)
+    added_later = {"context_cache": False, "accum": 1, "dtype": "fp32"}
+    return {k: v for k, v in asdict(cfg).items()
+            if k not in where and not (k in added_later and v == added_later[k])}
+
+
 def add_config_flags(parser: argparse.ArgumentParser):
     """--scale plus one flag per Config field; a flag left unset keeps the preset's value."""
     parser.add_argument("--scale", default="tiny", choices=list(SCALES), help="preset to start from (default tiny)")
     parse_bool = lambda s: s.lower() in ("1", "true", "yes", "on")
     for f in fields(Config):
         kind = parse_bool if f.type is bool else f.type
-        choices = {"compressor": COMPRESSORS, "omega": ["random", "last"]}.get(f.name)
+        choices = CHOICES.get(f.name)
         parser.add_argument(f"--{f.name}", type=kind, default=None, choices=choices,
                             help=f"(tiny preset: {getattr(SCALES['tiny'], f.name)!r})")
     parser.error = fail  # argparse's own errors become one line with exit code 2

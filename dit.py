@@ -54,7 +54,10 @@ def fourier_features(pos: torch.Tensor, n_freqs: int = 8) -> torch.Tensor:
 
 # --- building blocks ------------------------------------------------------------------------
 class Attention(nn.Module):
-    """Multi-head attention with RMS-normalised queries and keys (stable at lr 1e-3) and RoPE."""
+    """Multi-head attention with RMS-normalised queries and keys (stable at lr 1e-3) and RoPE,
+    through F.scaled_dot_product_attention, so a GPU gets its fused kernels (flash attention
+    needs bias=None, i.e. --pos_bias 0 without --context_cache; with a bias it uses the
+    memory-efficient kernel)."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -62,7 +65,9 @@ class Attention(nn.Module):
         self.q, self.kv, self.out = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
         self.q_norm, self.k_norm = nn.RMSNorm(dim // heads), nn.RMSNorm(dim // heads)
 
-    def forward(self, x, rope_x, context=None, rope_context=None, bias=None):
+    def forward(self, x, rope_x, context=None, rope_context=None, bias=None, past=None):
+        """-> (output (B, N, D), the (k, v) computed here); `past` (k, v) are cached keys and values
+        that go before this call's own (DiT.memory_keys_values)."""
         context, rope_context = (x, rope_x) if context is None else (context, rope_context)
         B, N, D = x.shape
         split = lambda y: y.reshape(B, y.shape[1], self.heads, D // self.heads).transpose(1, 2)
@@ -70,8 +75,9 @@ class Attention(nn.Module):
         k, v = self.kv(context).chunk(2, dim=-1)
         k, v = self.k_norm(split(k)), split(v)                              # (B, heads, Nc, hd)
         q, k = apply_rope(q, *rope_x), apply_rope(k, *rope_context)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)         # (B, heads, N, hd)
-        return self.out(y.transpose(1, 2).reshape(B, N, D))                 # (B, N, D)
+        keys, values = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias)   # (B, heads, N, hd)
+        return self.out(y.transpose(1, 2).reshape(B, N, D)), (k, v)        # (B, N, D)
 
 
 class Block(nn.Module):
@@ -88,13 +94,14 @@ class Block(nn.Module):
         self.cross = Attention(dim, heads) if cross_attn else None
         self.norm_cross = nn.LayerNorm(dim, eps=1e-6) if cross_attn else None
 
-    def forward(self, x, cond, rope_x, memory, rope_memory, bias):
-        # cond: (B, N, D) the time embedding of each token's frame
+    def forward(self, x, cond, rope_x, memory, rope_memory, bias, past=None):
+        """cond: (B, N, D) the time embedding of each token's frame -> (x, this block's (k, v))."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(cond).chunk(6, dim=-1)
-        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, rope_x, bias=bias)
+        y, kv = self.attn(self.norm1(x) * (1 + scale1) + shift1, rope_x, bias=bias, past=past)
+        x = x + gate1 * y
         if self.cross is not None and memory.shape[1] > 0:
-            x = x + self.cross(self.norm_cross(x), rope_x, memory, rope_memory)
-        return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
+            x = x + self.cross(self.norm_cross(x), rope_x, memory, rope_memory)[0]
+        return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2), kv
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -163,47 +170,84 @@ class DiT(nn.Module):
         tokens = self.patchify(latent.transpose(1, 2))              # (B, D, F, h/p, w/p)
         return tokens.flatten(2).transpose(1, 2), self.token_positions(frame_pos)
 
-    def forward(self, x_t, t, frame_pos, memory, memory_pos):
+    def embed(self, tokens, pos):
+        """tokens (B, N, D) at positions (B, N, 3) -> (tokens plus their absolute positions,
+        RoPE angles (B, 1, N, hd/2))."""
+        if self.pos_embed is not None:
+            tokens = tokens + self.pos_embed(fourier_features(pos))             # (B, N, D)
+        cos, sin = rope_angles(pos, self.cfg.dim // self.cfg.heads, self.cfg.rope_base)   # (B, N, hd/2)
+        return tokens, (cos[:, None], sin[:, None])
+
+    def time_cond(self, levels, per: int):
+        """Noise levels (B, L) -> time embeddings (B, L*per, D), each repeated for `per` tokens."""
+        return self.t_mlp(timestep_embedding(levels, self.cfg.dim)).repeat_interleave(per, dim=1)
+
+    def position_bias(self, q_pos, k_pos):
+        """3D ALiBi [ours]: head h adds -pos_bias / 2^h * distance to its logits, so every head
+        starts out reading the keys near its own place and time. (B, Nq, 3), (B, Nk, 3) ->
+        (B, heads, Nq, Nk), or None with --pos_bias 0."""
+        if self.cfg.pos_bias <= 0:
+            return None
+        slopes = self.cfg.pos_bias * 2.0 ** -torch.arange(self.cfg.heads, device=q_pos.device)
+        return -slopes[None, :, None, None] * torch.cdist(q_pos, k_pos)[:, None]
+
+    def memory_keys_values(self, memory, memory_pos) -> list:
+        """The clean memory tokens alone through every block -> each block's (k, v), (B, heads, M, hd).
+
+        With --context_cache [ours] memory tokens attend only to each other, so these are exactly
+        what the noisy tokens read in every block, at every Euler step: sampling computes them
+        once per chunk (pass them as `cache`) and each step runs the noisy tokens alone."""
+        B, M = memory.shape[:2]
+        pos = memory_pos.to(memory.device).float().expand(B, M, 3)
+        x, rope = self.embed(memory, pos)
+        cond = self.time_cond(memory.new_zeros(B, 1), M)                      # (B, M, D): memory is clean
+        bias, cache = self.position_bias(pos, pos), []
+        for block in self.blocks:
+            x, kv = block(x, cond, rope, memory, rope, bias)
+            cache.append(kv)
+        return cache
+
+    def forward(self, x_t, t, frame_pos, memory, memory_pos, cache=None):
         """
         x_t:        (B, F, C, h, w) noisy latent frames
         t:          (B, F) noise level of each frame (1 = noise)
         frame_pos:  (B, F) the frames' positions in the history, in latent frames
         memory:     (B, M, D) memory tokens phi(H) (M may be 0)
         memory_pos: (M, 3) or (B, M, 3) (frame, row, col) centres of the memory tokens
+        cache:      optional memory_keys_values(memory, memory_pos) (needs --context_cache)
         returns     (B, F, C, h, w) predicted velocity eps - x_0
         """
         B, Fr, C, h, w = x_t.shape
-        p, D, M = self.cfg.patch, self.cfg.dim, memory.shape[1]
+        p, M = self.cfg.patch, memory.shape[1]
         tokens = self.patchify(x_t.transpose(1, 2))                 # (B, D, F, h/p, w/p)
         tokens = tokens.flatten(2).transpose(1, 2)                  # (B, F*n, D) with n = hw/p^2
-        n = tokens.shape[1] // Fr
-        x = torch.cat([memory, tokens], dim=1)                      # (B, N = M + F*n, D)
-
-        # One time embedding per frame plus one for the clean memory, gathered per token.
-        levels = torch.cat([torch.zeros_like(t[:, :1]), t], dim=1)  # (B, 1 + F)
-        emb = self.t_mlp(timestep_embedding(levels, D))             # (B, 1 + F, D)
-        which = torch.cat([torch.zeros(M, dtype=torch.long),
-                           1 + torch.arange(Fr).repeat_interleave(n)]).to(x.device)
-        cond = emb[:, which]                                        # (B, N, D)
-
-        memory_pos = memory_pos.to(x.device).float().expand(B, M, 3)
-        pos = torch.cat([memory_pos, self.token_positions(frame_pos)], dim=1)   # (B, N, 3)
-        if self.pos_embed is not None:
-            x = x + self.pos_embed(fourier_features(pos))                       # (B, N, D)
-        hd = D // self.cfg.heads
-        cos, sin = rope_angles(pos, hd, self.cfg.rope_base)          # (B, N, hd/2)
-        rope_x = (cos[:, None], sin[:, None])                        # (B, 1, N, hd/2)
-        rope_memory = (rope_x[0][:, :, :M], rope_x[1][:, :, :M])
-
-        bias = None
-        if self.cfg.pos_bias > 0:   # 3D ALiBi: head h adds -pos_bias / 2^h * distance to its logits [ours]
-            slopes = self.cfg.pos_bias * 2.0 ** -torch.arange(self.cfg.heads, device=x.device)
-            bias = -slopes[None, :, None, None] * torch.cdist(pos, pos)[:, None]   # (B, heads, N, N)
-        for block in self.blocks:
-            x = block(x, cond, rope_x, memory, rope_memory, bias)
+        cond = self.time_cond(t, tokens.shape[1] // Fr)            # (B, F*n, D) by each token's frame
+        noisy_pos = self.token_positions(frame_pos)                 # (B, F*n, 3)
+        memory_pos = memory_pos.to(x_t.device).float().expand(B, M, 3)
+        rope_memory = None
+        if cache is not None:       # the noisy tokens alone; every block reads the memory's cached (k, v)
+            assert self.cfg.context_cache, "a memory cache is exact only for models trained with --context_cache"
+            x, rope_x = self.embed(tokens, noisy_pos)
+            bias = self.position_bias(noisy_pos, torch.cat([memory_pos, noisy_pos], 1))   # (B, heads, F*n, N)
+            if self.cfg.cross_attn:
+                rope_memory = self.embed(memory, memory_pos)[1]
+            for block, past in zip(self.blocks, cache):
+                x = block(x, cond, rope_x, memory, rope_memory, bias, past)[0]
+        else:                       # one sequence [memory, noisy] (FramePack)
+            pos = torch.cat([memory_pos, noisy_pos], dim=1)          # (B, N = M + F*n, 3)
+            x = torch.cat([memory, tokens], dim=1)                   # (B, N, D)
+            x, rope_x = self.embed(x, pos)
+            cond = torch.cat([self.time_cond(t.new_zeros(B, 1), M), cond], dim=1)   # (B, N, D): memory is clean
+            rope_memory = (rope_x[0][:, :, :M], rope_x[1][:, :, :M])
+            bias = self.position_bias(pos, pos)                      # (B, heads, N, N) or None
+            if self.cfg.context_cache:   # memory never reads the noisy tokens: the same at every Euler step
+                bias = torch.zeros(B, 1, *pos.shape[1:2] * 2, device=x.device) if bias is None else bias.clone()
+                bias[:, :, :M, M:] = float("-inf")
+            for block in self.blocks:
+                x = block(x, cond, rope_x, memory, rope_memory, bias)[0]
+            x, cond = x[:, M:], cond[:, M:]                          # (B, F*n, D) the noisy tokens
         shift, scale = self.final_adaLN(cond).chunk(2, dim=-1)
-        x = self.final_norm(x) * (1 + scale) + shift
-        v = self.unpatchify(x[:, M:])                                # (B, F*n, C*p*p)
+        v = self.unpatchify(self.final_norm(x) * (1 + scale) + shift)   # (B, F*n, C*p*p)
         v = v.reshape(B, Fr, h // p, w // p, C, p, p)
         return v.permute(0, 1, 4, 2, 5, 3, 6).reshape(B, Fr, C, h, w)   # (B, F, C, h, w)
 

@@ -34,7 +34,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from config import SCALES, Config, ConfigError, check, fail
+from config import SCALES, Config, ConfigError, check, fail, result_fields
 from data import DataError
 from plot import line_chart
 from metrics import psnr
@@ -57,8 +57,7 @@ QUICK_STEPS = {"synthetic": 600, "real": 400}   # --quick: the whole table in ~3
 
 def run_dir(cfg: Config, root: str) -> str:
     """The cache folder of one row: its name says what it is, the hash says everything else."""
-    skip = ("out", "threads", "device", "eval_every", "log_every", "chunk", "window", "split_full")   # stage 2's
-    keep = {k: v for k, v in asdict(cfg).items() if k not in skip}
+    keep = result_fields(cfg, skip=("chunk", "window", "split_full"))   # stage 2's fields
     key = hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
     data = "synthetic" if cfg.data == "synthetic" else "real"
     return os.path.join(root, f"{data}_{cfg.compressor}_{cfg.rate}_{cfg.omega}_{cfg.steps}_{key}")

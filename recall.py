@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from config import Config, check
+from config import Config, check, result_fields
 from evaluate import labelled_png, run_dir
 from data import recall_hidden_range, recall_video, synthetic_videos, VAL_SEED_OFFSET
 from plot import line_chart
@@ -112,7 +112,7 @@ def train_rows(cfg: Config, ar_steps: int, runs: str, share: float) -> list:
             init = os.path.join(first, "ckpt.pt")
         c = check(replace(cfg, compressor=v.compressor, rate=v.rate, steps=ar_steps, eval_every=ar_steps + 1,
                           split_full=STAGE2_SPLIT_FULL))
-        keep = {k: x for k, x in asdict(c).items() if k not in ("out", "threads", "device", "eval_every", "log_every")}
+        keep = result_fields(c)
         out = os.path.join(runs, f"ar_{v.label.replace(' ', '_')}_{ar_steps}_{key(keep, v.init, v.stage1, share)}")
         cached(out, lambda: train_ar(c, out, init, data=ar_data, quiet=True, position=1))
         done[v.label] = (v, out)

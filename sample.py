@@ -45,6 +45,7 @@ def retrieve(dit, phi, video, omega, cfg: Config, generator=None, trajectory=Non
     omega = omega.to(video.device)
     latent = encode(video, cfg.vae_space, cfg.vae_time)                     # (B, T', C, h, w)
     memory, memory_pos = phi(video), memory_positions(cfg)
+    cache = dit.memory_keys_values(memory, memory_pos) if cfg.context_cache else None   # once, not per step
     shape = (B, latent.shape[1] if cfg.noise_as_mask else k, *latent.shape[2:])
     noise = torch.randn(shape, generator=generator).to(video.device)
     rows = torch.arange(B, device=video.device)[:, None]
@@ -55,10 +56,10 @@ def retrieve(dit, phi, video, omega, cfg: Config, generator=None, trajectory=Non
 
         def velocity(x, t):                       # only the asked-for frames move; the rest stay noise
             levels = torch.where(is_target, t[:, None], torch.ones_like(t[:, None]))
-            return dit(x, levels, frame_pos, memory, memory_pos) * is_target[:, :, None, None, None]
+            return dit(x, levels, frame_pos, memory, memory_pos, cache) * is_target[:, :, None, None, None]
         x0 = euler_sample(velocity, noise, cfg.sample_steps, cfg.t_shift, trajectory)[rows, omega]
     else:
-        velocity = lambda x, t: dit(x, t[:, None].expand(B, k), omega, memory, memory_pos)
+        velocity = lambda x, t: dit(x, t[:, None].expand(B, k), omega, memory, memory_pos, cache)
         x0 = euler_sample(velocity, noise, cfg.sample_steps, cfg.t_shift, trajectory)   # (B, k, C, h, w)
     return decode(x0, cfg.vae_space, cfg.vae_time).clamp(-1, 1)
 
@@ -105,11 +106,12 @@ def next_chunk(dit, phi, video, s: int, cfg: Config, generator=None, on_step=Non
     B, c = video.shape[0], cfg.chunk
     context, context_pos = ar_context(dit, phi, video, s, cfg)               # (B, N_ctx, D), (B, N_ctx, 3)
     frame_pos = chunk_positions(B, cfg, video.device)
+    cache = dit.memory_keys_values(context, context_pos) if cfg.context_cache else None   # once per chunk
 
     def velocity(x, t):
         if on_step:
             on_step()
-        return dit(x, t[:, None].expand(B, c), frame_pos, context, context_pos)
+        return dit(x, t[:, None].expand(B, c), frame_pos, context, context_pos, cache)
     shape = (B, c, cfg.latent_channels, cfg.height // cfg.vae_space, cfg.width // cfg.vae_space)
     noise = torch.randn(shape, generator=generator).to(video.device)
     x0 = euler_sample(velocity, noise, cfg.sample_steps, cfg.t_shift)       # (B, c, C, h, w)

@@ -1,7 +1,7 @@
 """Stage 2: autoregressive fine-tuning with the pretrained memory (PAPER.md, "Equations", L_ar).
 
 A clip of the history plus one chunk is cut at a random split point s (in latent frames; one s
-per batch, so every sample has as many memory tokens; --split_full p cuts after the whole
+per micro-batch, so every sample in it has as many memory tokens; --split_full p cuts after the whole
 history in a share p of the steps [ours]: a long rollout mostly generates after a full history).
 The history before s is compressed by phi; its last --window latent frames are also kept
 uncompressed (the paper's tiny sliding window, `sample.ar_context`); the DiT predicts the next
@@ -18,6 +18,7 @@ The memory baselines are stage-1 flags, not new ones:
     python train_ar.py --init runs/large_patchifier_2x2x2/ckpt.pt                        # large patchifier
     python train_ar.py --init runs/pfp_2x2x2/ckpt.pt --compressor none                   # window only
     python train_ar.py --init runs/pfp_2x2x2/ckpt.pt --compressor only_lr --rate 1x1x1   # full history (the ceiling)
+    torchrun --nproc_per_node 2 train_ar.py --init runs/pfp_2x2x2/ckpt.pt                # DDP, as train_pfp.py
 
 A checkpoint's config is the starting point and any flag overrides it. When the compressor
 or rate differ from the checkpoint's, the DiT is loaded and a fresh compressor starts from the
@@ -34,6 +35,7 @@ import time
 from dataclasses import asdict
 
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from config import Config, ConfigError, add_config_flags, config_from_args, fail
@@ -44,7 +46,8 @@ from flow import add_noise, velocity_target, sample_t
 from latent import encode
 from metrics import psnr, ssim
 from sample import ar_context, chunk_positions, next_chunk, read_checkpoint, save_rows_png, write_atomically
-from train_pfp import checkpoint_state, load_videos, log_row, make_optimizer, optimizer_step, random_batch
+from train_pfp import (DDP, Objective, accumulate_gradients, checkpoint_state, load_videos, log_row, make_optimizer,
+                       micro_batch_size, optimizer_step, random_batch, setup_distributed)
 
 
 def split_points(cfg: Config) -> list:
@@ -109,20 +112,25 @@ def stage2_config(args) -> Config:
 
 
 def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, position: int = 0) -> dict:
-    """Fine-tune (or, init='none', train from scratch) on L_ar; write run files to out -> summary."""
-    say = (lambda *a: None) if quiet else print
+    """Fine-tune (or, init='none', train from scratch) on L_ar; write run files to out -> summary.
+    Under torchrun every process trains; rank 0 alone logs, evaluates and writes files (as stage 1)."""
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {cfg.device}: no CUDA GPU is visible to PyTorch here; use --device cpu")
+    cfg, rank, world = setup_distributed(cfg)
+    micro = micro_batch_size(cfg, world)
+    main_process = rank == 0
+    say = print if main_process and not quiet else (lambda *a: None)
     name = os.path.basename(os.path.normpath(out))
-    os.makedirs(out, exist_ok=True)
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     say(json.dumps(asdict(cfg)))
-    write_atomically(os.path.join(out, "config.json"), lambda tmp: open(tmp, "w").write(json.dumps(asdict(cfg), indent=1)))
+    if main_process:
+        os.makedirs(out, exist_ok=True)
+        write_atomically(os.path.join(out, "config.json"), lambda tmp: open(tmp, "w").write(json.dumps(asdict(cfg), indent=1)))
 
     # --- data: clips of the history plus one chunk ------------------------------------------
-    train_videos, val, source = data or load_videos(cfg, frames=cfg.history + cfg.chunk * cfg.vae_time)
+    train_videos, val, source = data or load_videos(cfg, frames=cfg.history + cfg.chunk * cfg.vae_time, progress=main_process)
     train_videos, val = train_videos.to(cfg.device), val.to(cfg.device)
     say(f"data: {source}; train {tuple(train_videos.shape)}, val {tuple(val.shape)}")
 
@@ -137,26 +145,37 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
     say(f"init: {origin}")
     say(f"{cfg.compressor} {cfg.rate} + window {cfg.window}: {n_context} context tokens for a {cfg.latent_frames}-frame "
         f"history of {math.prod(cfg.token_grid)} tokens; chunk {cfg.chunk} latent frames")
+    if cfg.compile:
+        dit.compile()
+        phi.compile()
+    objective = Objective(ar_loss, dit, phi, cfg)
+    if world > 1:
+        objective = DDP(objective, device_ids=[torch.cuda.current_device()] if cfg.device.startswith("cuda") else None)
     optimizer, schedule = make_optimizer(params, cfg)
     ema_pairs = list(zip(list(ema_dit.parameters()) + list(ema_phi.parameters()), params))
     splits = split_points(cfg)
+
+    def draw():
+        """One micro-batch: (b, T + c, 3, H, W) clips and one split point s for all of them."""
+        s = splits[torch.randint(len(splits), ()).item()]
+        if torch.rand(()) < cfg.split_full:                          # ... or after the whole history
+            s = cfg.latent_frames
+        return random_batch(train_videos, micro, cfg), s
 
     def save_checkpoint(step):
         state = checkpoint_state(cfg, step, dit, phi, ema_dit, ema_phi, stage=2, init=init)
         write_atomically(os.path.join(out, "ckpt.pt"), lambda tmp: torch.save(state, tmp))
 
     # --- training ---------------------------------------------------------------------------
-    log = open(os.path.join(out, "metrics.jsonl"), "w")
+    log = open(os.path.join(out, "metrics.jsonl"), "w") if main_process else None
     start = tick = time.time()
-    bar = tqdm(range(cfg.steps), desc=f"stage 2 {name}", dynamic_ncols=True, position=position, leave=not quiet)
+    bar = tqdm(range(cfg.steps), desc=f"stage 2 {name}", dynamic_ncols=True, position=position, leave=not quiet,
+               disable=not main_process)
     for step in bar:
-        video = random_batch(train_videos, cfg)                     # (B, T + c, 3, H, W)
-        s = splits[torch.randint(len(splits), ()).item()]            # one split point for the batch
-        if torch.rand(()) < cfg.split_full:                          # ... or after the whole history
-            s = cfg.latent_frames
-        loss, per_sample, t = ar_loss(dit, phi, video, s, cfg)
-        grad_norm = optimizer_step(loss, params, optimizer, schedule, ema_pairs, step, cfg)
-
+        loss, per_sample, t = accumulate_gradients(objective, draw, step, rank, cfg)
+        grad_norm = optimizer_step(params, optimizer, schedule, ema_pairs, step, cfg)
+        if not main_process:
+            continue
         if (step + 1) % cfg.log_every == 0:
             ms = (time.time() - tick) * 1000 / cfg.log_every
             tick = time.time()
@@ -175,6 +194,10 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
             tick += time.time() - eval_start           # evaluation time is not training speed
     bar.close()
     train_seconds = time.time() - start
+    if world > 1:
+        dist.destroy_process_group()
+    if not main_process:
+        return {}
 
     # --- final evaluation and a picture: the last frames, the true chunk, the predicted chunk ---
     save_checkpoint(cfg.steps)

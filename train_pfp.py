@@ -11,6 +11,8 @@ learns to encode only the end. `--noise_as_mask` adds the other frames as noised
     python train_pfp.py --scale tiny                          # ~10 min on 2 CPU cores
     python train_pfp.py --scale tiny --compressor none        # the no-memory floor
     python train_pfp.py --scale tiny --data ../shared/videos  # real clips
+    torchrun --nproc_per_node 2 train_pfp.py --scale tiny     # DDP: gloo on CPU, nccl with --device cuda
+    python train_pfp.py --scale small --device cuda --dtype bf16 --compile true   # one GPU, hours
 
 Writes runs/<name>/: config.json, metrics.jsonl, ckpt.pt, retrieval.png, summary.json.
 """
@@ -20,9 +22,13 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict
+from contextlib import nullcontext
+from dataclasses import asdict, replace
 
 import torch
+import torch.nn as nn
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from config import Config, ConfigError, add_config_flags, config_from_args, fail
@@ -35,14 +41,14 @@ from metrics import psnr, ssim, load_stlpips
 from sample import retrieve, true_frames, save_rows_png, write_atomically
 
 
-def load_videos(cfg: Config, frames: int = 0):
+def load_videos(cfg: Config, frames: int = 0, progress: bool = True):
     """-> train (N, T, 3, H, W), val (V, T, 3, H, W), and a line saying where they came from.
     T = frames, or the history by default (stage 2 asks for the history plus a chunk)."""
     frames = frames or cfg.history
     if cfg.height != cfg.width:
         raise ConfigError(f"training data is square: set --height and --width equal (got {cfg.height}x{cfg.width})")
     if cfg.data == "synthetic":
-        train = synthetic_videos(range(TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + cfg.train_videos), frames, cfg.height, progress=True)
+        train = synthetic_videos(range(TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + cfg.train_videos), frames, cfg.height, progress=progress)
         val = synthetic_videos(range(VAL_SEED_OFFSET, VAL_SEED_OFFSET + cfg.val_videos), frames, cfg.height)
         return train, val, f"synthetic: {cfg.train_videos} train seeds, {cfg.val_videos} validation seeds"
     clips = video_folder_clips(cfg.data, frames, cfg.height, cfg.frame_stride)
@@ -154,18 +160,74 @@ def make_optimizer(params, cfg: Config):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
 
-def random_batch(videos, cfg: Config):
-    """cfg.batch videos drawn at random (B, T, 3, H, W); real clips are few, so half the batches are mirrored."""
-    video = videos[torch.randint(len(videos), (cfg.batch,), device=videos.device)]
+def random_batch(videos, size: int, cfg: Config):
+    """`size` videos drawn at random (B, T, 3, H, W); real clips are few, so half the batches are mirrored."""
+    video = videos[torch.randint(len(videos), (size,), device=videos.device)]
     return video.flip(-1) if cfg.data != "synthetic" and torch.rand(()) < 0.5 else video
 
 
-def optimizer_step(loss, params, optimizer, schedule, ema_pairs, step: int, cfg: Config):
-    """Backward, clip, AdamW, the learning-rate schedule and the EMA -> the gradient norm before clipping."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+# --- scaling up: processes, micro-batches, precision (README, "Scaling up") ----------------------
+class Objective(nn.Module):
+    """The DiT, phi and a loss as one module: the unit DDP wraps, so that the backward pass
+    averages the gradients of both models across processes."""
+
+    def __init__(self, loss, dit, phi, cfg: Config):
+        super().__init__()
+        self.loss, self.dit, self.phi, self.cfg = loss, dit, phi, cfg
+
+    def forward(self, *batch):
+        return self.loss(self.dit, self.phi, *batch, self.cfg)
+
+
+def setup_distributed(cfg: Config) -> tuple:
+    """-> (cfg, rank, world size). Under torchrun (which sets RANK, WORLD_SIZE, LOCAL_RANK) join the
+    process group: nccl with one GPU per process, gloo on CPU. A plain `python` run is rank 0 of 1."""
+    if "WORLD_SIZE" not in os.environ:
+        return cfg, 0, 1
+    rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    if cfg.device.startswith("cuda"):
+        cfg = replace(cfg, device=f"cuda:{local}")
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
+    return cfg, rank, world
+
+
+def micro_batch_size(cfg: Config, world: int) -> int:
+    """--batch is the global batch: world processes x --accum micro-batches each."""
+    if cfg.batch % (world * cfg.accum):
+        raise ConfigError(f"--batch {cfg.batch} must be divisible by processes x --accum = {world} x {cfg.accum}")
+    return cfg.batch // (world * cfg.accum)
+
+
+def accumulate_gradients(objective, draw, step: int, rank: int, cfg: Config) -> tuple:
+    """Forward and backward over this process's --accum micro-batches of the step's global batch.
+    draw() -> the loss's inputs for one micro-batch. -> (mean loss, per-sample losses, t).
+
+    Micro-batch m = rank * accum + i seeds all its randomness (which videos, Omega, t, the noise)
+    from (seed, step, m), so a run's numbers do not depend on how its global batch is split over
+    processes and accumulation (tests/test_scale.py). Under DDP only the last micro-batch's
+    backward all-reduces the gradients (no_sync); the gradients end as the global batch's mean."""
+    losses, per_sample, ts = [], [], []
+    for i in range(cfg.accum):
+        torch.manual_seed(hash((cfg.seed, step, rank * cfg.accum + i)) % 2 ** 63)
+        not_last = isinstance(objective, DDP) and i < cfg.accum - 1
+        with objective.no_sync() if not_last else nullcontext():
+            with torch.autocast(cfg.device.split(":")[0], torch.bfloat16, enabled=cfg.dtype == "bf16"):
+                loss, ps, t = objective(*draw())
+            (loss / cfg.accum).backward()                # backward outside autocast, as PyTorch advises
+        losses.append(loss.detach())
+        per_sample.append(ps.float())
+        ts.append(t)
+    return torch.stack(losses).mean(), torch.cat(per_sample), torch.cat(ts)
+
+
+def optimizer_step(params, optimizer, schedule, ema_pairs, step: int, cfg: Config):
+    """Clip, AdamW, the learning-rate schedule and the EMA, after accumulate_gradients -> the
+    gradient norm before clipping."""
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
     schedule.step()
     update_ema(ema_pairs, step, cfg)
     return grad_norm
@@ -194,20 +256,25 @@ def checkpoint_state(cfg: Config, step: int, dit, phi, ema_dit, ema_phi, **extra
 def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int = 0) -> dict:
     """Train phi and the DiT on L_pfp, evaluate retrieval, write run files to out -> summary.
     data: (train, val, source) to reuse videos already loaded (evaluate.py); quiet: bar only.
+    Under torchrun every process trains; rank 0 alone logs, evaluates and writes files.
     Raises ConfigError / DataError for bad input."""
-    say = (lambda *a: None) if quiet else print
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {cfg.device}: no CUDA GPU is visible to PyTorch here; use --device cpu")
+    cfg, rank, world = setup_distributed(cfg)
+    micro = micro_batch_size(cfg, world)
+    main_process = rank == 0
+    say = print if main_process and not quiet else (lambda *a: None)
     name = os.path.basename(os.path.normpath(out))
-    os.makedirs(out, exist_ok=True)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)                          # the same initial weights in every process
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     say(json.dumps(asdict(cfg)))
-    write_atomically(os.path.join(out, "config.json"), lambda tmp: open(tmp, "w").write(json.dumps(asdict(cfg), indent=1)))
+    if main_process:
+        os.makedirs(out, exist_ok=True)
+        write_atomically(os.path.join(out, "config.json"), lambda tmp: open(tmp, "w").write(json.dumps(asdict(cfg), indent=1)))
 
     # --- data -------------------------------------------------------------------------------
-    train_videos, val, source = data or load_videos(cfg)
+    train_videos, val, source = data or load_videos(cfg, progress=main_process)
     train_videos, val = train_videos.to(cfg.device), val.to(cfg.device)
     say(f"data: {source}; train {tuple(train_videos.shape)}, val {tuple(val.shape)}")
 
@@ -221,6 +288,14 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
     say(f"DiT {sum(p.numel() for p in dit.parameters()) / 1e6:.2f}M params, compressor {cfg.compressor} "
         f"{sum(p.numel() for p in phi.parameters()) / 1e6:.2f}M params, {n_memory} memory tokens for "
         f"{math.prod(cfg.token_grid)} history tokens ({cfg.rate})")
+    say(f"global batch {cfg.batch} = {world} process(es) x {cfg.accum} micro-batch(es) of {micro}; {cfg.dtype}"
+        + (", compiled" if cfg.compile else ""))
+    if cfg.compile:
+        dit.compile()
+        phi.compile()
+    objective = Objective(pfp_loss, dit, phi, cfg)
+    if world > 1:
+        objective = DDP(objective, device_ids=[torch.cuda.current_device()] if cfg.device.startswith("cuda") else None)
 
     optimizer, schedule = make_optimizer(params, cfg)
     ema_pairs = list(zip(list(ema_dit.parameters()) + list(ema_phi.parameters()), params))
@@ -230,15 +305,17 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
         write_atomically(os.path.join(out, "ckpt.pt"), lambda tmp: torch.save(state, tmp))
 
     # --- training ---------------------------------------------------------------------------
-    log = open(os.path.join(out, "metrics.jsonl"), "w")
+    log = open(os.path.join(out, "metrics.jsonl"), "w") if main_process else None
     start = time.time()
-    bar = tqdm(range(cfg.steps), desc=f"stage 1 {name}", dynamic_ncols=True, position=position, leave=not quiet)
+    bar = tqdm(range(cfg.steps), desc=f"stage 1 {name}", dynamic_ncols=True, position=position, leave=not quiet,
+               disable=not main_process)
     tick = time.time()
     for step in bar:
-        video = random_batch(train_videos, cfg)                     # (B, T, 3, H, W)
-        loss, per_sample, t = pfp_loss(dit, phi, video, cfg)
-        grad_norm = optimizer_step(loss, params, optimizer, schedule, ema_pairs, step, cfg)
-
+        draw = lambda: (random_batch(train_videos, micro, cfg),)  # (b, T, 3, H, W)
+        loss, per_sample, t = accumulate_gradients(objective, draw, step, rank, cfg)
+        grad_norm = optimizer_step(params, optimizer, schedule, ema_pairs, step, cfg)
+        if not main_process:
+            continue
         if (step + 1) % cfg.log_every == 0:
             ms = (time.time() - tick) * 1000 / cfg.log_every
             tick = time.time()
@@ -258,6 +335,10 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
             tick += time.time() - eval_start           # evaluation time is not training speed
     bar.close()
     train_seconds = time.time() - start
+    if world > 1:
+        dist.destroy_process_group()
+    if not main_process:
+        return {}
 
     # --- final evaluation: every frame of every validation video, once ---------------------------
     save_checkpoint(cfg.steps)
