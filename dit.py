@@ -11,7 +11,8 @@ Each block is adaLN-modulated (DiT) by the noise level of its token's frame; mem
 clean (t = 0). With cfg.cross_attn (the paper's enhancement), every block also cross-attends
 to the memory.
 
-    python dit.py --scale tiny      # shapes, token counts and parameter count
+    python dit.py --scale tiny      # shapes, token counts, parameter count, activation memory
+    python dit.py --scale paper     # the same at the paper's shapes, on the meta device (no memory used)
 
 Letters: B batch, F noisy frames, M memory tokens, N sequence tokens, D width, C latent channels.
 """
@@ -264,6 +265,14 @@ if __name__ == "__main__":
     frames, rows, cols = cfg.token_grid
     print(f"DiT {cfg.depth} blocks x width {cfg.dim}, {cfg.heads} heads: {n_params / 1e6:.2f}M parameters")
     print(f"one latent frame = {rows} x {cols} = {rows * cols} tokens; the history = {frames * rows * cols:,} tokens")
+    from bench import activation_bytes, human_bytes   # the same trace compressor.py prints
+    act = activation_bytes(cfg)
+    n = act["memory_tokens"] + cfg.targets * rows * cols
+    print(f"stage-1 sequence: {act['memory_tokens']:,} memory tokens ({cfg.compressor} {cfg.rate}) + {cfg.targets} "
+          f"target frames = {n:,} tokens")
+    print(f"activation memory for one sample (fp32, saved for backward, traced on the meta device): "
+          f"DiT {human_bytes(act['dit'])} + our ALiBi bias {human_bytes(act['attention_bias'])} "
+          f"(--pos_bias 0 drops it; bf16 halves the rest)")
     if cfg.height * cfg.width <= 128 * 128:
         dit = DiT(cfg)
         h, w = cfg.height // cfg.vae_space, cfg.width // cfg.vae_space

@@ -1,0 +1,112 @@
+"""Scaling up by flags: DDP equals one process, accumulation, bf16, presets, the context cache."""
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+
+from config import SCALES, Config, check
+from dit import DiT
+from compressor import Compressor
+from train_pfp import Objective, accumulate_gradients, pfp_loss, random_batch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A model small enough that three training steps and the final evaluation take seconds.
+FLAGS = ["--dim", "32", "--depth", "1", "--heads", "2", "--hr_channels", "8", "--history", "8", "--steps", "3",
+         "--batch", "4", "--train_videos", "8", "--val_videos", "2", "--sample_steps", "2", "--threads", "1", "--warmup", "1"]
+
+
+def trained_weights(out) -> dict:
+    ckpt = torch.load(os.path.join(out, "ckpt.pt"), weights_only=False)
+    return {f"{part}.{k}": v for part in ("dit", "compressor") for k, v in ckpt[part].items()}
+
+
+def run_training(out, *extra, processes=1):
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else []
+    done = subprocess.run([sys.executable, *launcher, "train_pfp.py", *FLAGS, *extra, "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return trained_weights(out)
+
+
+def max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    ddp = run_training(tmp_path / "ddp", "--accum", "1", processes=2)          # 2 processes x 1 micro-batch of 2
+    one = run_training(tmp_path / "one", "--accum", "2")                         # 1 process x 2 micro-batches of 2
+    other = run_training(tmp_path / "other", "--accum", "1")                     # 1 micro-batch of 4: other draws
+    initial = {f"dit.{k}": v for k, v in DiT(check(Config(**{**SCALES["tiny"].__dict__, "dim": 32, "depth": 1,
+                                                            "heads": 2, "history": 8}))).state_dict().items()}
+    moved = max((one[k] - initial[k]).abs().max().item() for k in initial)
+    assert moved > 1e-3                                           # three steps did change the weights ...
+    assert max_difference(ddp, one) < 1e-5                        # ... identically with DDP ...
+    assert max_difference(other, one) > 1e-3                      # ... and another batch split draws other data
+
+
+def test_bad_batch_split_is_one_line_error():
+    done = subprocess.run([sys.executable, "train_pfp.py", *FLAGS, "--accum", "3"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--batch 4 must be divisible by processes x --accum = 1 x 3" in done.stderr
+
+
+def test_bf16_autocast_changes_the_arithmetic_not_the_step():
+    """One accumulated step in fp32 and under bf16 autocast, same draws: the losses agree to 2% and
+    the gradients point the same way, yet differ (bf16 really ran); the weights stay fp32."""
+    cfg = check(replace(SCALES["tiny"], batch=4, accum=2))
+    videos = torch.rand(6, cfg.history, 3, cfg.height, cfg.width) * 2 - 1
+    grads, losses = {}, {}
+    for dtype in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        dit, phi = DiT(cfg), Compressor(cfg)
+        torch.nn.init.normal_(dit.unpatchify.weight, std=0.02)      # not the zero output of step 0
+        c = replace(cfg, dtype=dtype)
+        loss, _, _ = accumulate_gradients(Objective(pfp_loss, dit, phi, c), lambda: (random_batch(videos, 2, c),), 0, 0, c)
+        losses[dtype] = loss.item()
+        grads[dtype] = torch.cat([p.grad.flatten() for p in [*dit.parameters(), *phi.parameters()] if p.grad is not None])
+        assert all(p.dtype == torch.float32 for p in dit.parameters())
+    assert abs(losses["bf16"] - losses["fp32"]) < 0.02 * losses["fp32"]
+    assert torch.nn.functional.cosine_similarity(grads["bf16"], grads["fp32"], dim=0) > 0.98
+    assert not torch.equal(grads["bf16"], grads["fp32"])
+
+
+@pytest.mark.parametrize("cross_attn", [False, True])
+def test_context_cache_equals_masked_joint_pass(cross_attn):
+    """--context_cache: the noisy tokens read the memory's cached keys and values at every Euler step;
+    the result equals one joint pass in which memory tokens cannot see the noisy ones."""
+    cfg = check(replace(SCALES["tiny"], context_cache=True, cross_attn=cross_attn))
+    torch.manual_seed(0)
+    dit = DiT(cfg)
+    torch.nn.init.normal_(dit.unpatchify.weight, std=0.1)          # a non-zero output
+    for block in dit.blocks:
+        if block.cross is not None:
+            torch.nn.init.normal_(block.cross.out.weight, std=0.1)
+    x, memory, memory_pos = torch.randn(2, 3, 12, 16, 16), torch.randn(2, 40, 128), torch.rand(40, 3) * 8
+    cache = dit.memory_keys_values(memory, memory_pos)
+    for t in (0.9, 0.3):                                           # one cache serves every noise level
+        args = (x, torch.full((2, 3), t), torch.tensor([[1, 5, 9]] * 2), memory, memory_pos)
+        assert torch.allclose(dit(*args, cache=cache), dit(*args), atol=1e-5)
+    plain = DiT(replace(cfg, context_cache=False))                # without the mask, memory reads the noisy tokens
+    plain.load_state_dict(dit.state_dict())
+    assert not torch.allclose(plain(*args), dit(*args), atol=1e-3)
+
+
+def test_cache_refused_for_a_model_trained_without_it():
+    dit = DiT(SCALES["tiny"])
+    with pytest.raises(AssertionError, match="context_cache"):
+        dit(torch.randn(1, 1, 12, 16, 16), torch.ones(1, 1), torch.zeros(1, 1), torch.randn(1, 4, 128),
+            torch.zeros(4, 3), cache=[])
+
+
+@pytest.mark.parametrize("script", ["dit.py", "compressor.py"])
+def test_paper_scale_prints_counts_without_allocating(script):
+    done = subprocess.run([sys.executable, script, "--scale", "paper"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "187,200" in done.stdout                                 # 120 latent frames x 30 x 52 DiT tokens
+    assert "activation memory" in done.stdout
