@@ -66,6 +66,13 @@ def human_bytes(n: float) -> str:
     return f"{n / 2 ** 30:,.2f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:,.1f} MiB"
 
 
+def machine_memory(device: str) -> int:
+    """Bytes of memory the device has: the GPU's, or the machine's RAM."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_properties(torch.device(device)).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def synchronize(device: str):
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -130,7 +137,8 @@ def training_speed(cfg: Config, steps: int) -> dict:
     videos = torch.rand(2 * cfg.batch, cfg.history, 3, cfg.height, cfg.width, device=device) * 2 - 1
     micro = cfg.batch // cfg.accum
     objective = Objective(pfp_loss, dit, phi, cfg)
-    draw = lambda: (random_batch(videos, micro, cfg),)
+    pool = torch.arange(len(videos), device=device)
+    draw = lambda i: (random_batch(videos, pool, micro, cfg),)
     step = lambda: (accumulate_gradients(objective, draw, 0, 0, cfg),
                     optimizer_step(params, optimizer, schedule, ema_pairs, 0, cfg))
     counter = flop_counter.FlopCounterMode(display=False)
@@ -161,8 +169,11 @@ def chunk_cost(cfg: Config, frames: int, repeats: int) -> dict:
     video = torch.rand(1, frames, 3, cfg.height, cfg.width, device=cfg.device) * 2 - 1
     s = frames // cfg.vae_time
     baseline = peak_memory_reset(cfg.device)
+    start = time.perf_counter()
     _, n_context = next_chunk(dit, phi, video, s, cfg)
     memory = peak_memory_since(cfg.device, baseline)
+    if time.perf_counter() - start > 2:                  # the slowest points (full history, long): fewer repeats
+        repeats = min(repeats, 2)
     seconds = median_seconds(lambda: next_chunk(dit, phi, video, s, cfg), cfg.device, repeats)
     return {"ms": 1000 * seconds, "context_tokens": n_context, "peak_memory_bytes": memory}
 
@@ -176,7 +187,7 @@ def ar_cost_curve(base: Config, frames: list, repeats: int) -> dict:
         curve[label] = []
         for n in frames:
             with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-                point = pool.submit(chunk_cost, cfg, n, repeats if n <= 64 else max(1, repeats // 2)).result()
+                point = pool.submit(chunk_cost, cfg, n, repeats).result()
             curve[label].append({"frames": n, **point})
             print(f"  {label:>20} {n:>4} frames: {point['context_tokens']:>6} context tokens, "
                   f"{point['ms']:>8.0f} ms/chunk, {point['peak_memory_bytes'] / 2 ** 20:>7.0f} MiB")
@@ -280,8 +291,9 @@ def report(machine: str, speeds: dict, curve: dict, frames: list, ratios: dict, 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scales", nargs="+", default=["tiny"], choices=["tiny", "small"],
-                        help="presets to time in training (default tiny; small needs a GPU)")
+    parser.add_argument("--scales", nargs="+", default=["tiny", "small"], choices=["tiny", "small"],
+                        help="presets to time in training, each only if its activations fit the machine's memory "
+                             "(default tiny small; paper never fits: see dit.py --scale paper)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda (default cpu)")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="training dtype (default fp32)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the models in the training timing")
@@ -308,6 +320,12 @@ def main():
             cfg = check(replace(SCALES[name], device=args.device, dtype=args.dtype, compile=args.compile))
         except ConfigError as e:
             fail(str(e))
+        act = activation_bytes(cfg, batch=cfg.batch)
+        need = (act["compressor"] + act["dit"]) / (2 if args.dtype == "bf16" else 1) + act["attention_bias"]
+        if need > 0.7 * machine_memory(args.device):
+            print(f"{name}: skipped, its batch of {cfg.batch} keeps ~{human_bytes(need)} of activations for backward, "
+                  f"more than 70% of this machine's {human_bytes(machine_memory(args.device))}")
+            continue
         dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
         peak = matmul_peak(args.device, dtype)
         r = training_speed(cfg, args.steps)

@@ -104,7 +104,7 @@ SCALES = {
     # one GPU, hours: 128x128, 64-frame history, 16x16 tokens a frame
     "small": Config(rate="4x4x2", height=128, width=128, history=64, vae_space=4, dim=512, depth=8, heads=8,
                     hr_channels=64, hr_blocks=2, targets=4, steps=40_000, batch=32, lr=3e-4,
-                    warmup=1000, ema=0.999, train_videos=8192, eval_every=2000, rope_base=1000.0),
+                    warmup=1000, ema=0.999, train_videos=2048, eval_every=2000, rope_base=1000.0),
     # the paper's shapes: 20 s of 480x832 at 24 fps, an 8x8x4 VAE, a 3072-wide DiT; counts only
     "paper": Config(rate="4x4x2", height=480, width=832, history=480, vae_space=8, vae_time=4, dim=3072,
                     depth=40, heads=24, hr_channels=128, hr_blocks=2, targets=4, batch=1,

@@ -46,8 +46,8 @@ from flow import add_noise, velocity_target, sample_t
 from latent import encode
 from metrics import psnr, ssim
 from sample import ar_context, chunk_positions, next_chunk, read_checkpoint, save_rows_png, write_atomically
-from train_pfp import (DDP, Objective, accumulate_gradients, checkpoint_state, load_videos, log_row, make_optimizer,
-                       micro_batch_size, optimizer_step, random_batch, setup_distributed)
+from train_pfp import (DDP, Objective, accumulate_gradients, checkpoint_state, log_row, make_optimizer,
+                       micro_batch_size, optimizer_step, process_videos, random_batch, setup_distributed)
 
 
 def split_points(cfg: Config) -> list:
@@ -130,8 +130,7 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
         write_atomically(os.path.join(out, "config.json"), lambda tmp: open(tmp, "w").write(json.dumps(asdict(cfg), indent=1)))
 
     # --- data: clips of the history plus one chunk ------------------------------------------
-    train_videos, val, source = data or load_videos(cfg, frames=cfg.history + cfg.chunk * cfg.vae_time, progress=main_process)
-    train_videos, val = train_videos.to(cfg.device), val.to(cfg.device)
+    train_videos, pools, val, source = process_videos(cfg, rank, world, data, frames=cfg.history + cfg.chunk * cfg.vae_time)
     say(f"data: {source}; train {tuple(train_videos.shape)}, val {tuple(val.shape)}")
 
     # --- models -----------------------------------------------------------------------------
@@ -155,12 +154,12 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
     ema_pairs = list(zip(list(ema_dit.parameters()) + list(ema_phi.parameters()), params))
     splits = split_points(cfg)
 
-    def draw():
-        """One micro-batch: (b, T + c, 3, H, W) clips and one split point s for all of them."""
+    def draw(i):
+        """Micro-batch i: (b, T + c, 3, H, W) clips and one split point s for all of them."""
         s = splits[torch.randint(len(splits), ()).item()]
         if torch.rand(()) < cfg.split_full:                          # ... or after the whole history
             s = cfg.latent_frames
-        return random_batch(train_videos, micro, cfg), s
+        return random_batch(train_videos, pools[i], micro, cfg), s
 
     def save_checkpoint(step):
         state = checkpoint_state(cfg, step, dit, phi, ema_dit, ema_phi, stage=2, init=init)

@@ -41,14 +41,16 @@ from metrics import psnr, ssim, load_stlpips
 from sample import retrieve, true_frames, save_rows_png, write_atomically
 
 
-def load_videos(cfg: Config, frames: int = 0, progress: bool = True):
+def load_videos(cfg: Config, frames: int = 0, progress: bool = True, only=None):
     """-> train (N, T, 3, H, W), val (V, T, 3, H, W), and a line saying where they came from.
-    T = frames, or the history by default (stage 2 asks for the history plus a chunk)."""
+    T = frames, or the history by default (stage 2 asks for the history plus a chunk).
+    only: indices of the synthetic training videos to generate (default all of them)."""
     frames = frames or cfg.history
     if cfg.height != cfg.width:
         raise ConfigError(f"training data is square: set --height and --width equal (got {cfg.height}x{cfg.width})")
     if cfg.data == "synthetic":
-        train = synthetic_videos(range(TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + cfg.train_videos), frames, cfg.height, progress=progress)
+        indices = range(cfg.train_videos) if only is None else only
+        train = synthetic_videos([TRAIN_SEED_OFFSET + j for j in indices], frames, cfg.height, progress=progress)
         val = synthetic_videos(range(VAL_SEED_OFFSET, VAL_SEED_OFFSET + cfg.val_videos), frames, cfg.height)
         return train, val, f"synthetic: {cfg.train_videos} train seeds, {cfg.val_videos} validation seeds"
     clips = video_folder_clips(cfg.data, frames, cfg.height, cfg.frame_stride)
@@ -160,9 +162,10 @@ def make_optimizer(params, cfg: Config):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
 
-def random_batch(videos, size: int, cfg: Config):
-    """`size` videos drawn at random (B, T, 3, H, W); real clips are few, so half the batches are mirrored."""
-    video = videos[torch.randint(len(videos), (size,), device=videos.device)]
+def random_batch(videos, pool, size: int, cfg: Config):
+    """`size` of the videos whose rows are in `pool`, drawn at random (B, T, 3, H, W); real clips are
+    few, so half the batches are mirrored."""
+    video = videos[pool[torch.randint(len(pool), (size,), device=pool.device)]]
     return video.flip(-1) if cfg.data != "synthetic" and torch.rand(()) < 0.5 else video
 
 
@@ -193,6 +196,27 @@ def setup_distributed(cfg: Config) -> tuple:
     return cfg, rank, world
 
 
+def process_videos(cfg: Config, rank: int, world: int, data=None, frames: int = 0) -> tuple:
+    """This process's shard of the training videos -> (train, pools, val, source), pools[i] the rows
+    of train that micro-batch i may draw from.
+
+    Micro-batch m = rank * accum + i draws only from the videos j with j % (world * accum) == m:
+    processes hold disjoint shards (synthetic videos are generated only where they are used), and
+    one process with --accum 2k draws exactly what two processes with --accum k draw."""
+    every = world * cfg.accum
+    mine = lambda n: [j for j in range(n) if j % every // cfg.accum == rank]
+    held = mine(cfg.train_videos) if data is None and cfg.data == "synthetic" else None
+    train, val, source = data or load_videos(cfg, frames, progress=rank == 0, only=held)
+    if held is None:                                    # real clips (or data given): all loaded, keep ours
+        held = mine(len(train))
+        train = train[held]
+    pools = [torch.tensor([p for p, j in enumerate(held) if j % every == rank * cfg.accum + i], device=cfg.device)
+             for i in range(cfg.accum)]
+    if min(len(pool) for pool in pools) == 0:
+        raise ConfigError(f"{len(held)} training videos cannot feed {every} micro-batches: lower --accum or the processes")
+    return train.to(cfg.device), pools, val.to(cfg.device), source
+
+
 def micro_batch_size(cfg: Config, world: int) -> int:
     """--batch is the global batch: world processes x --accum micro-batches each."""
     if cfg.batch % (world * cfg.accum):
@@ -202,7 +226,7 @@ def micro_batch_size(cfg: Config, world: int) -> int:
 
 def accumulate_gradients(objective, draw, step: int, rank: int, cfg: Config) -> tuple:
     """Forward and backward over this process's --accum micro-batches of the step's global batch.
-    draw() -> the loss's inputs for one micro-batch. -> (mean loss, per-sample losses, t).
+    draw(i) -> the loss's inputs for micro-batch i. -> (mean loss, per-sample losses, t).
 
     Micro-batch m = rank * accum + i seeds all its randomness (which videos, Omega, t, the noise)
     from (seed, step, m), so a run's numbers do not depend on how its global batch is split over
@@ -214,7 +238,7 @@ def accumulate_gradients(objective, draw, step: int, rank: int, cfg: Config) -> 
         not_last = isinstance(objective, DDP) and i < cfg.accum - 1
         with objective.no_sync() if not_last else nullcontext():
             with torch.autocast(cfg.device.split(":")[0], torch.bfloat16, enabled=cfg.dtype == "bf16"):
-                loss, ps, t = objective(*draw())
+                loss, ps, t = objective(*draw(i))
             (loss / cfg.accum).backward()                # backward outside autocast, as PyTorch advises
         losses.append(loss.detach())
         per_sample.append(ps.float())
@@ -274,9 +298,9 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
         write_atomically(os.path.join(out, "config.json"), lambda tmp: open(tmp, "w").write(json.dumps(asdict(cfg), indent=1)))
 
     # --- data -------------------------------------------------------------------------------
-    train_videos, val, source = data or load_videos(cfg, progress=main_process)
-    train_videos, val = train_videos.to(cfg.device), val.to(cfg.device)
-    say(f"data: {source}; train {tuple(train_videos.shape)}, val {tuple(val.shape)}")
+    train_videos, pools, val, source = process_videos(cfg, rank, world, data)
+    say(f"data: {source}; train {tuple(train_videos.shape)}" + (f" in this process of {world}" if world > 1 else "")
+        + f", val {tuple(val.shape)}")
 
     # --- models -----------------------------------------------------------------------------
     dit, phi = DiT(cfg).to(cfg.device), Compressor(cfg).to(cfg.device)
@@ -311,8 +335,8 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
                disable=not main_process)
     tick = time.time()
     for step in bar:
-        draw = lambda: (random_batch(train_videos, micro, cfg),)  # (b, T, 3, H, W)
-        loss, per_sample, t = accumulate_gradients(objective, draw, step, rank, cfg)
+        loss, per_sample, t = accumulate_gradients(objective, lambda i: (random_batch(train_videos, pools[i], micro, cfg),),
+                                                   step, rank, cfg)
         grad_norm = optimizer_step(params, optimizer, schedule, ema_pairs, step, cfg)
         if not main_process:
             continue

@@ -23,9 +23,9 @@ def trained_weights(out) -> dict:
     return {f"{part}.{k}": v for part in ("dit", "compressor") for k, v in ckpt[part].items()}
 
 
-def run_training(out, *extra, processes=1):
+def run_training(out, *extra, processes=1, script="train_pfp.py"):
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else []
-    done = subprocess.run([sys.executable, *launcher, "train_pfp.py", *FLAGS, *extra, "--out", str(out)],
+    done = subprocess.run([sys.executable, *launcher, script, *FLAGS, *extra, "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return trained_weights(out)
@@ -48,6 +48,20 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     assert max_difference(other, one) > 1e-3                      # ... and another batch split draws other data
 
 
+def test_stage_two_under_ddp_matches_one_process(tmp_path):
+    args = ("--init", "none", "--window", "1", "--split_full", "0.5")
+    ddp = run_training(tmp_path / "ddp", *args, "--accum", "1", processes=2, script="train_ar.py")
+    one = run_training(tmp_path / "one", *args, "--accum", "2", script="train_ar.py")
+    assert max_difference(ddp, one) < 1e-5
+
+
+@pytest.mark.parametrize("name", list(SCALES))
+def test_presets_are_valid_and_their_data_fits_a_gpu_host(name):
+    cfg = check(SCALES[name], rate_must_divide=name != "paper")      # the paper pads 30 rows to 32
+    clip_bytes = cfg.history * 3 * cfg.height * cfg.width * 4
+    assert name == "paper" or (cfg.train_videos + cfg.val_videos) * clip_bytes < 32 * 2 ** 30
+
+
 def test_bad_batch_split_is_one_line_error():
     done = subprocess.run([sys.executable, "train_pfp.py", *FLAGS, "--accum", "3"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
@@ -66,7 +80,7 @@ def test_bf16_autocast_changes_the_arithmetic_not_the_step():
         dit, phi = DiT(cfg), Compressor(cfg)
         torch.nn.init.normal_(dit.unpatchify.weight, std=0.02)      # not the zero output of step 0
         c = replace(cfg, dtype=dtype)
-        loss, _, _ = accumulate_gradients(Objective(pfp_loss, dit, phi, c), lambda: (random_batch(videos, 2, c),), 0, 0, c)
+        loss, _, _ = accumulate_gradients(Objective(pfp_loss, dit, phi, c), lambda i: (random_batch(videos, torch.arange(6), 2, c),), 0, 0, c)
         losses[dtype] = loss.item()
         grads[dtype] = torch.cat([p.grad.flatten() for p in [*dit.parameters(), *phi.parameters()] if p.grad is not None])
         assert all(p.dtype == torch.float32 for p in dit.parameters())
@@ -110,3 +124,44 @@ def test_paper_scale_prints_counts_without_allocating(script):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "187,200" in done.stdout                                 # 120 latent frames x 30 x 52 DiT tokens
     assert "activation memory" in done.stdout
+
+
+def test_cpu_attention_flops_are_counted_in_closed_form():
+    """FlopCounterMode misses the CPU attention kernel; bench.py registers it: 2 B h N^2 hd for each
+    N x N matmul, 2 forward (QK^T, PV) and 5 backward (QK^T recomputed, dV, dP, dQ, dK)."""
+    import bench
+    from torch.utils.flop_counter import FlopCounterMode
+    q = torch.randn(2, 4, 64, 16, requires_grad=True)
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=torch.zeros(64, 64)).sum().backward()
+    assert counter.get_total_flops() == 7 * 2 * 2 * 4 * 64 * 64 * 16
+
+
+def test_activation_trace_counts_what_backward_keeps():
+    """The meta-device trace grows linearly with depth and the batch, and counts the attention bias once."""
+    import bench
+    cfg = SCALES["tiny"]
+    one, two = bench.activation_bytes(cfg), bench.activation_bytes(replace(cfg, depth=2 * cfg.depth))
+    per_block = two["dit"] - one["dit"]
+    assert per_block > 0 and abs((one["dit"] - per_block) / per_block) < 0.5   # the blocks dominate
+    batch_two = bench.activation_bytes(cfg, batch=2)["dit"]
+    assert abs(batch_two - 2 * one["dit"]) < 0.05 * batch_two                  # all but a few shared tables
+    n = one["memory_tokens"] + cfg.targets * 64
+    assert one["attention_bias"] == cfg.heads * n * n * 4                        # one fp32 bias, shared by all blocks
+    assert bench.activation_bytes(replace(cfg, pos_bias=0.0))["attention_bias"] == 0
+
+
+def test_bench_writes_its_tables_and_curve(tmp_path):
+    done = subprocess.run([sys.executable, "bench.py", "--steps", "1", "--frames", "8", "16", "--repeats", "1",
+                           "--ratio", "8", "16", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+    blob = json.load(open(tmp_path / "bench.json"))
+    tiny = blob["training"]["tiny"]
+    assert 0.05 < tiny["mfu"] < 1.5 and tiny["flops_per_step"] > 1e9
+    tokens = {label: [p["context_tokens"] for p in points] for label, points in blob["ar_cost"].items()}
+    assert tokens["window only"] == [128, 128]                                  # the window alone: constant
+    assert tokens["full history"] == [8 * 64 + 128, 16 * 64 + 128]              # every frame's 64 tokens + window
+    assert tokens["pfp 4x4x2"] == [8 * 64 // 32 + 128, 16 * 64 // 32 + 128]     # 1/32 of them + window
+    assert (tmp_path / "ar_cost.png").stat().st_size > 1000 and "MFU" in (tmp_path / "bench.md").read_text()
