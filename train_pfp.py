@@ -233,10 +233,13 @@ def accumulate_gradients(objective, draw, step: int, rank: int, cfg: Config) -> 
     processes and accumulation (tests/test_scale.py). Under DDP only the last micro-batch's
     backward all-reduces the gradients (no_sync); the gradients end as the global batch's mean."""
     losses, per_sample, ts = [], [], []
+    # oneDNN's bf16 kernels gave NaN weight gradients in the compressor's convolutions on our CPU
+    # (PyTorch 2.13, stage 2, from step 5; tests/test_scale.py): bf16 on a CPU runs without oneDNN.
+    cpu_bf16 = cfg.dtype == "bf16" and not cfg.device.startswith("cuda")
     for i in range(cfg.accum):
         torch.manual_seed(hash((cfg.seed, step, rank * cfg.accum + i)) % 2 ** 63)
         not_last = isinstance(objective, DDP) and i < cfg.accum - 1
-        with objective.no_sync() if not_last else nullcontext():
+        with objective.no_sync() if not_last else nullcontext(), torch.backends.mkldnn.flags(enabled=not cpu_bf16):
             with torch.autocast(cfg.device.split(":")[0], torch.bfloat16, enabled=cfg.dtype == "bf16"):
                 loss, ps, t = objective(*draw(i))
             (loss / cfg.accum).backward()                # backward outside autocast, as PyTorch advises
