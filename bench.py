@@ -263,7 +263,7 @@ def activation_bytes(cfg: Config, batch: int = 1) -> dict:
 
 # --- the report --------------------------------------------------------------------------------
 def report(machine: str, speeds: dict, curve: dict, frames: list, ratios: dict, lengths: list) -> str:
-    lines = [f"# pfp-mini cost benchmark\n", f"Machine: {machine}. Regenerate: `python bench.py`.\n",
+    lines = ["# pfp-mini cost benchmark\n", f"Machine: {machine}. Regenerate: `python bench.py`.\n",
              "## Training (stage 1, the real step: forward, backward, AdamW, EMA)\n",
              "| preset | params | dtype | batch | ms/step | tokens/s | TFLOP/step | matmul peak (TFLOP/s) | MFU | peak memory |",
              "|---|---|---|---|---|---|---|---|---|---|"]

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from config import Config, SCALES, add_config_flags, config_from_args, ConfigError, fail
+from config import Config, add_config_flags, config_from_args, ConfigError, fail
 from latent import encode
 
 

@@ -28,7 +28,7 @@ import json
 import os
 import sys
 from collections import namedtuple
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import torch
 from PIL import Image, ImageDraw, ImageFont

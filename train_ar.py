@@ -46,8 +46,8 @@ from flow import add_noise, velocity_target, sample_t
 from latent import encode
 from metrics import psnr, ssim
 from sample import ar_context, chunk_positions, next_chunk, read_checkpoint, save_rows_png, write_atomically
-from train_pfp import (DDP, Objective, accumulate_gradients, checkpoint_state, log_row, make_optimizer,
-                       micro_batch_size, optimizer_step, process_videos, random_batch, setup_distributed)
+from train_pfp import (accumulate_gradients, checkpoint_state, log_row, make_optimizer, micro_batch_size,
+                       optimizer_step, process_videos, random_batch, start_run, training_objective)
 
 
 def split_points(cfg: Config) -> list:
@@ -114,20 +114,8 @@ def stage2_config(args) -> Config:
 def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, position: int = 0) -> dict:
     """Fine-tune (or, init='none', train from scratch) on L_ar; write run files to out -> summary.
     Under torchrun every process trains; rank 0 alone logs, evaluates and writes files (as stage 1)."""
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {cfg.device}: no CUDA GPU is visible to PyTorch here; use --device cpu")
-    cfg, rank, world = setup_distributed(cfg)
-    micro = micro_batch_size(cfg, world)
-    main_process = rank == 0
-    say = print if main_process and not quiet else (lambda *a: None)
-    name = os.path.basename(os.path.normpath(out))
-    torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    say(json.dumps(asdict(cfg)))
-    if main_process:
-        os.makedirs(out, exist_ok=True)
-        write_atomically(os.path.join(out, "config.json"), lambda tmp: open(tmp, "w").write(json.dumps(asdict(cfg), indent=1)))
+    cfg, rank, world, say = start_run(cfg, out, quiet)
+    micro, main_process, name = micro_batch_size(cfg, world), rank == 0, os.path.basename(os.path.normpath(out))
 
     # --- data: clips of the history plus one chunk ------------------------------------------
     train_videos, pools, val, source = process_videos(cfg, rank, world, data, frames=cfg.history + cfg.chunk * cfg.vae_time)
@@ -144,12 +132,7 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
     say(f"init: {origin}")
     say(f"{cfg.compressor} {cfg.rate} + window {cfg.window}: {n_context} context tokens for a {cfg.latent_frames}-frame "
         f"history of {math.prod(cfg.token_grid)} tokens; chunk {cfg.chunk} latent frames")
-    if cfg.compile:
-        dit.compile()
-        phi.compile()
-    objective = Objective(ar_loss, dit, phi, cfg)
-    if world > 1:
-        objective = DDP(objective, device_ids=[torch.cuda.current_device()] if cfg.device.startswith("cuda") else None)
+    objective = training_objective(ar_loss, dit, phi, cfg, world)
     optimizer, schedule = make_optimizer(params, cfg)
     ema_pairs = list(zip(list(ema_dit.parameters()) + list(ema_phi.parameters()), params))
     splits = split_points(cfg)

@@ -217,6 +217,35 @@ def process_videos(cfg: Config, rank: int, world: int, data=None, frames: int = 
     return train.to(cfg.device), pools, val.to(cfg.device), source
 
 
+def start_run(cfg: Config, out: str, quiet: bool) -> tuple:
+    """What every training run does first: check the device, join torchrun's processes, seed (the
+    same initial weights everywhere), set threads, print and save the config (rank 0).
+    -> (cfg, rank, world, say), say printing on rank 0 unless quiet."""
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {cfg.device}: no CUDA GPU is visible to PyTorch here; use --device cpu")
+    cfg, rank, world = setup_distributed(cfg)
+    say = print if rank == 0 and not quiet else (lambda *a: None)
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    say(json.dumps(asdict(cfg)))
+    if rank == 0:
+        os.makedirs(out, exist_ok=True)
+        write_atomically(os.path.join(out, "config.json"), lambda tmp: open(tmp, "w").write(json.dumps(asdict(cfg), indent=1)))
+    return cfg, rank, world, say
+
+
+def training_objective(loss, dit, phi, cfg: Config, world: int):
+    """Objective(loss, dit, phi), its models compiled with --compile, wrapped in DDP under torchrun."""
+    if cfg.compile:
+        dit.compile()
+        phi.compile()
+    objective = Objective(loss, dit, phi, cfg)
+    if world > 1:
+        objective = DDP(objective, device_ids=[torch.cuda.current_device()] if cfg.device.startswith("cuda") else None)
+    return objective
+
+
 def micro_batch_size(cfg: Config, world: int) -> int:
     """--batch is the global batch: world processes x --accum micro-batches each."""
     if cfg.batch % (world * cfg.accum):
@@ -285,20 +314,8 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
     data: (train, val, source) to reuse videos already loaded (evaluate.py); quiet: bar only.
     Under torchrun every process trains; rank 0 alone logs, evaluates and writes files.
     Raises ConfigError / DataError for bad input."""
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {cfg.device}: no CUDA GPU is visible to PyTorch here; use --device cpu")
-    cfg, rank, world = setup_distributed(cfg)
-    micro = micro_batch_size(cfg, world)
-    main_process = rank == 0
-    say = print if main_process and not quiet else (lambda *a: None)
-    name = os.path.basename(os.path.normpath(out))
-    torch.manual_seed(cfg.seed)                          # the same initial weights in every process
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    say(json.dumps(asdict(cfg)))
-    if main_process:
-        os.makedirs(out, exist_ok=True)
-        write_atomically(os.path.join(out, "config.json"), lambda tmp: open(tmp, "w").write(json.dumps(asdict(cfg), indent=1)))
+    cfg, rank, world, say = start_run(cfg, out, quiet)
+    micro, main_process, name = micro_batch_size(cfg, world), rank == 0, os.path.basename(os.path.normpath(out))
 
     # --- data -------------------------------------------------------------------------------
     train_videos, pools, val, source = process_videos(cfg, rank, world, data)
@@ -317,12 +334,7 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
         f"{math.prod(cfg.token_grid)} history tokens ({cfg.rate})")
     say(f"global batch {cfg.batch} = {world} process(es) x {cfg.accum} micro-batch(es) of {micro}; {cfg.dtype}"
         + (", compiled" if cfg.compile else ""))
-    if cfg.compile:
-        dit.compile()
-        phi.compile()
-    objective = Objective(pfp_loss, dit, phi, cfg)
-    if world > 1:
-        objective = DDP(objective, device_ids=[torch.cuda.current_device()] if cfg.device.startswith("cuda") else None)
+    objective = training_objective(pfp_loss, dit, phi, cfg, world)
 
     optimizer, schedule = make_optimizer(params, cfg)
     ema_pairs = list(zip(list(ema_dit.parameters()) + list(ema_phi.parameters()), params))

@@ -4,7 +4,6 @@ and changing its look changes nothing else.
 
     python -m pytest -q tests/test_recall_video.py
 """
-import numpy as np
 import pytest
 import torch
 

@@ -145,7 +145,7 @@ def test_paper_scale_prints_counts_without_allocating(script):
 def test_cpu_attention_flops_are_counted_in_closed_form():
     """FlopCounterMode misses the CPU attention kernel; bench.py registers it: 2 B h N^2 hd for each
     N x N matmul, 2 forward (QK^T, PV) and 5 backward (QK^T recomputed, dV, dP, dQ, dK)."""
-    import bench
+    import bench  # noqa: F401 (importing it registers the CPU attention formula)
     from torch.utils.flop_counter import FlopCounterMode
     q = torch.randn(2, 4, 64, 16, requires_grad=True)
     with FlopCounterMode(display=False) as counter:
