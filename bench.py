@@ -139,8 +139,8 @@ def training_speed(cfg: Config, steps: int) -> dict:
     objective = Objective(pfp_loss, dit, phi, cfg)
     pool = torch.arange(len(videos), device=device)
     draw = lambda i: (random_batch(videos, pool, micro, cfg),)
-    step = lambda: (accumulate_gradients(objective, draw, 0, 0, cfg),
-                    optimizer_step(params, optimizer, schedule, ema_pairs, 0, cfg))
+    step = lambda: optimizer_step(accumulate_gradients(objective, draw, 0, 0, cfg)[0], params, optimizer, schedule,
+                                  ema_pairs, 0, cfg)
     counter = flop_counter.FlopCounterMode(display=False)
     baseline = peak_memory_reset(device)
     with counter:                                        # eager, before any compilation

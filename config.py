@@ -73,6 +73,8 @@ class Config:
     val_videos: int = 16       # held-out videos (synthetic: disjoint seeds; folder: last clips)
     eval_every: int = 500
     log_every: int = 20
+    ckpt_every: int = 100      # steps between checkpoints (also on Ctrl-C/SIGTERM); --resume continues from the last
+    max_bad_steps: int = 5     # NaN guard: a step with a non-finite loss or gradient is skipped; this many in a row stop the run
     out: str = ""              # run folder; default runs/<name>
     threads: int = 0           # torch CPU threads; 0 keeps PyTorch's default
     device: str = "cpu"        # cpu | cuda (| cuda:N): where the models and videos live
@@ -118,6 +120,10 @@ class ConfigError(ValueError):
     """A bad setting: the message is one line naming the problem and the fix."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM during training: the checkpoint is saved; the message says how to resume."""
+
+
 def fail(message: str):
     """One line on stderr and exit code 2: how every script reports bad input."""
     print(f"error: {message}", file=sys.stderr)
@@ -156,6 +162,7 @@ def check(cfg: Config, rate_must_divide: bool = True) -> Config:
     if cfg.dtype not in CHOICES["dtype"]:
         raise ConfigError(f"unknown --dtype {cfg.dtype!r}: choose fp32 or bf16")
     for name in ("steps", "batch", "accum", "sample_steps", "chunk", "train_videos", "val_videos", "eval_every", "log_every",
+                 "ckpt_every", "max_bad_steps",
                  "frame_stride", "depth", "hr_channels"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name} must be a positive integer, got {getattr(cfg, name)}")
@@ -168,7 +175,7 @@ def result_fields(cfg: Config, skip=()) -> dict:
     """The fields that change what a run learns, for cache keys (evaluate.py, recall.py): not where
     or how fast it runs. Fields added after the results were cached count only when set away from
     their default, so those caches stay valid."""
-    where = ("out", "threads", "device", "eval_every", "log_every", "compile", *skip)
+    where = ("out", "threads", "device", "eval_every", "log_every", "ckpt_every", "max_bad_steps", "compile", *skip)
     added_later = {"context_cache": False, "accum": 1, "dtype": "fp32"}
     return {k: v for k, v in asdict(cfg).items()
             if k not in where and not (k in added_later and v == added_later[k])}

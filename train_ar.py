@@ -31,6 +31,7 @@ import copy
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict
 
@@ -38,7 +39,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from config import Config, ConfigError, add_config_flags, config_from_args, fail
+from config import Config, ConfigError, Interrupted, add_config_flags, config_from_args, fail
 from compressor import Compressor
 from data import DataError
 from dit import DiT
@@ -46,8 +47,9 @@ from flow import add_noise, velocity_target, sample_t
 from latent import encode
 from metrics import psnr, ssim
 from sample import ar_context, chunk_positions, next_chunk, read_checkpoint, save_rows_png, write_atomically
-from train_pfp import (accumulate_gradients, checkpoint_state, log_row, make_optimizer, micro_batch_size,
-                       optimizer_step, process_videos, random_batch, start_run, training_objective)
+from train_pfp import (accumulate_gradients, checkpoint_state, count_bad_steps, interruptible, log_row, make_optimizer,
+                       micro_batch_size, optimizer_step, process_videos, random_batch, resume, start_run,
+                       training_objective)
 
 
 def split_points(cfg: Config) -> list:
@@ -111,7 +113,8 @@ def stage2_config(args) -> Config:
     return cfg
 
 
-def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, position: int = 0) -> dict:
+def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, position: int = 0,
+             resuming: bool = False) -> dict:
     """Fine-tune (or, init='none', train from scratch) on L_ar; write run files to out -> summary.
     Under torchrun every process trains; rank 0 alone logs, evaluates and writes files (as stage 1)."""
     cfg, rank, world, say = start_run(cfg, out, quiet)
@@ -145,35 +148,46 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
         return random_batch(train_videos, pools[i], micro, cfg), s
 
     def save_checkpoint(step):
-        state = checkpoint_state(cfg, step, dit, phi, ema_dit, ema_phi, stage=2, init=init)
+        state = checkpoint_state(cfg, step, dit, phi, ema_dit, ema_phi, stage=2, init=init,
+                                 optimizer=optimizer.state_dict(), schedule=schedule.state_dict())
         write_atomically(os.path.join(out, "ckpt.pt"), lambda tmp: torch.save(state, tmp))
 
-    # --- training ---------------------------------------------------------------------------
-    log = open(os.path.join(out, "metrics.jsonl"), "w") if main_process else None
+    # --- training (as train_pfp.train: resume, NaN guard, checkpoints, Ctrl-C) ----------------
+    log_path = os.path.join(out, "metrics.jsonl")
+    models = {"dit": dit, "compressor": phi, "dit_ema": ema_dit, "compressor_ema": ema_phi}
+    first = resume(out, cfg, 2, models, optimizer, schedule, log_path) if resuming else 0
+    if resuming:
+        say(f"resumed at step {first} from {out}/ckpt.pt")
+    log = open(log_path, "a" if resuming else "w") if main_process else None
     start = tick = time.time()
-    bar = tqdm(range(cfg.steps), desc=f"stage 2 {name}", dynamic_ncols=True, position=position, leave=not quiet,
-               disable=not main_process)
-    for step in bar:
-        loss, per_sample, t = accumulate_gradients(objective, draw, step, rank, cfg)
-        grad_norm = optimizer_step(params, optimizer, schedule, ema_pairs, step, cfg)
-        if not main_process:
-            continue
-        if (step + 1) % cfg.log_every == 0:
-            ms = (time.time() - tick) * 1000 / cfg.log_every
-            tick = time.time()
-            row = log_row(step, loss, grad_norm, schedule, ms, tokens_per_step, per_sample, t)
-            log.write(json.dumps(row) + "\n")
-            log.flush()
-            bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
-        if (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
-            eval_start = time.time()
-            result = evaluate_next_chunk(ema_dit, ema_phi, val, cfg)
-            log.write(json.dumps({"step": step + 1, "val": result}) + "\n")
-            log.flush()
-            if not quiet:
-                bar.write(f"step {step + 1}: next-chunk PSNR {result['chunk_psnr']:.2f} dB, SSIM {result['chunk_ssim']:.3f}")
-            save_checkpoint(step + 1)
-            tick += time.time() - eval_start           # evaluation time is not training speed
+    bar = tqdm(range(first, cfg.steps), desc=f"stage 2 {name}", dynamic_ncols=True, position=position, leave=not quiet,
+               disable=not main_process, initial=first, total=cfg.steps)
+    bad = 0
+    with interruptible() as stop:
+        for step in bar:
+            loss, per_sample, t = accumulate_gradients(objective, draw, step, rank, cfg)
+            grad_norm = optimizer_step(loss, params, optimizer, schedule, ema_pairs, step, cfg)
+            bad = count_bad_steps(bad, loss, grad_norm, step, cfg, out, bar.write if main_process else say)
+            if main_process and (step + 1) % cfg.log_every == 0:
+                ms = (time.time() - tick) * 1000 / cfg.log_every
+                tick = time.time()
+                row = log_row(step, loss, grad_norm, schedule, ms, tokens_per_step, per_sample, t)
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+            if main_process and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+                eval_start = time.time()
+                result = evaluate_next_chunk(ema_dit, ema_phi, val, cfg)
+                log.write(json.dumps({"step": step + 1, "val": result}) + "\n")
+                log.flush()
+                if not quiet:
+                    bar.write(f"step {step + 1}: next-chunk PSNR {result['chunk_psnr']:.2f} dB, SSIM {result['chunk_ssim']:.3f}")
+                tick += time.time() - eval_start           # evaluation time is not training speed
+            if main_process and (stop or (step + 1) % cfg.ckpt_every == 0):
+                save_checkpoint(step + 1)
+            if stop:
+                raise Interrupted(f"interrupted at step {step + 1} of {cfg.steps}: {out}/ckpt.pt is saved; "
+                                  f"continue with the same command plus --resume")
     bar.close()
     train_seconds = time.time() - start
     if world > 1:
@@ -205,15 +219,20 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--init", required=True,
                         help="a train_pfp.py ckpt.pt to fine-tune, or 'none' to train the same model from scratch")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out (or runs/<name>) from its ckpt.pt, exactly where it stopped")
     add_config_flags(parser)
     try:
         args = parser.parse_args()
         cfg = stage2_config(args)
         tag = "scratch" if args.init == "none" else "init"
         name = f"ar_{cfg.compressor}_{cfg.rate}_w{cfg.window}_{tag}" + ("" if cfg.data == "synthetic" else "_real")
-        train_ar(cfg, cfg.out or os.path.join("runs", name), args.init)
+        train_ar(cfg, cfg.out or os.path.join("runs", name), args.init, resuming=args.resume)
     except (ConfigError, DataError) as e:
         fail(str(e))
+    except Interrupted as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ import copy
 import json
 import math
 import os
+import signal
+import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, replace
 
 import torch
@@ -31,14 +33,14 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from config import Config, ConfigError, add_config_flags, config_from_args, fail
+from config import Config, ConfigError, Interrupted, add_config_flags, config_from_args, fail, result_fields
 from compressor import Compressor, memory_positions
 from data import DataError, TRAIN_SEED_OFFSET, VAL_SEED_OFFSET, synthetic_videos, video_folder_clips
 from dit import DiT
 from flow import add_noise, velocity_target, sample_t, loss_per_t_bin
 from latent import encode
 from metrics import psnr, ssim, load_stlpips
-from sample import retrieve, true_frames, save_rows_png, write_atomically
+from sample import read_checkpoint, retrieve, true_frames, save_rows_png, write_atomically
 
 
 def load_videos(cfg: Config, frames: int = 0, progress: bool = True, only=None):
@@ -268,7 +270,7 @@ def accumulate_gradients(objective, draw, step: int, rank: int, cfg: Config) -> 
     for i in range(cfg.accum):
         torch.manual_seed(hash((cfg.seed, step, rank * cfg.accum + i)) % 2 ** 63)
         not_last = isinstance(objective, DDP) and i < cfg.accum - 1
-        with objective.no_sync() if not_last else nullcontext(), torch.backends.mkldnn.flags(enabled=not cpu_bf16):
+        with objective.no_sync() if not_last else nullcontext(), torch.backends.mkldnn.flags(False) if cpu_bf16 else nullcontext():
             with torch.autocast(cfg.device.split(":")[0], torch.bfloat16, enabled=cfg.dtype == "bf16"):
                 loss, ps, t = objective(*draw(i))
             (loss / cfg.accum).backward()                # backward outside autocast, as PyTorch advises
@@ -278,15 +280,62 @@ def accumulate_gradients(objective, draw, step: int, rank: int, cfg: Config) -> 
     return torch.stack(losses).mean(), torch.cat(per_sample), torch.cat(ts)
 
 
-def optimizer_step(params, optimizer, schedule, ema_pairs, step: int, cfg: Config):
+def optimizer_step(loss, params, optimizer, schedule, ema_pairs, step: int, cfg: Config):
     """Clip, AdamW, the learning-rate schedule and the EMA, after accumulate_gradients -> the
-    gradient norm before clipping."""
+    gradient norm before clipping. The NaN guard: a non-finite loss or gradient norm skips the
+    update, so the weights (and the checkpoints written from them) stay the last good ones."""
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-    optimizer.step()
+    if torch.isfinite(loss) and torch.isfinite(grad_norm):
+        optimizer.step()
+        schedule.step()
+        update_ema(ema_pairs, step, cfg)
     optimizer.zero_grad(set_to_none=True)
-    schedule.step()
-    update_ema(ema_pairs, step, cfg)
     return grad_norm
+
+
+def count_bad_steps(bad: int, loss, grad_norm, step: int, cfg: Config, out: str, say) -> int:
+    """The NaN guard's tally of skipped steps in a row -> the new tally; too many raise ConfigError."""
+    if torch.isfinite(loss) and torch.isfinite(grad_norm):
+        return 0
+    say(f"step {step + 1}: loss {loss.item():.3g}, gradient norm {grad_norm.item():.3g}: not finite, step skipped")
+    if bad + 1 >= cfg.max_bad_steps:
+        raise ConfigError(f"the loss or gradients were not finite for {bad + 1} steps in a row (to step {step + 1}): "
+                          f"lower --lr or use --dtype fp32; {out}/ckpt.pt holds the last good weights")
+    return bad + 1
+
+
+@contextmanager
+def interruptible():
+    """Inside, Ctrl-C and SIGTERM only set a flag (a list that becomes non-empty): the loop then
+    saves a checkpoint at the end of its step and raises Interrupted, instead of dying mid-write."""
+    stop = []
+    handlers = {sig: signal.signal(sig, lambda number, frame: stop.append(number)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def resume(out: str, cfg: Config, stage: int, models: dict, optimizer, schedule, log_path: str) -> int:
+    """Load <out>/ckpt.pt into the models, EMA, optimizer and schedule -> the step to continue from.
+    Every random draw is seeded by (seed, step, micro-batch), so this is all a run needs to go on
+    exactly as if never stopped (tests/test_resume.py). metrics.jsonl loses the rows past it."""
+    path = os.path.join(out, "ckpt.pt")
+    ckpt = read_checkpoint(path)
+    saved = Config(**ckpt["config"])
+    if ckpt.get("stage", 1) != stage or result_fields(saved) != result_fields(cfg) or "optimizer" not in ckpt:
+        differ = sorted(k for k, v in result_fields(cfg).items() if result_fields(saved).get(k) != v)
+        raise ConfigError(f"--resume: {path} is not a checkpoint of this run (stage {ckpt.get('stage', 1)}, differing "
+                          f"flags: {', '.join(differ) or 'none'}): pass the flags it was started with, or drop --resume")
+    for key, model in models.items():
+        model.load_state_dict(ckpt[key])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    schedule.load_state_dict(ckpt["schedule"])
+    if os.path.isfile(log_path):
+        rows = [line for line in open(log_path) if json.loads(line)["step"] <= ckpt["step"]]
+        write_atomically(log_path, lambda tmp: open(tmp, "w").writelines(rows))
+    return ckpt["step"]
 
 
 def log_row(step, loss, grad_norm, schedule, ms, tokens_per_step, per_sample, t) -> dict:
@@ -309,9 +358,10 @@ def checkpoint_state(cfg: Config, step: int, dit, phi, ema_dit, ema_phi, **extra
             "dit_ema": ema_dit.state_dict(), "compressor_ema": ema_phi.state_dict(), **extra}
 
 
-def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int = 0) -> dict:
+def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int = 0, resuming: bool = False) -> dict:
     """Train phi and the DiT on L_pfp, evaluate retrieval, write run files to out -> summary.
-    data: (train, val, source) to reuse videos already loaded (evaluate.py); quiet: bar only.
+    data: (train, val, source) to reuse videos already loaded (evaluate.py); quiet: bar only;
+    resuming: continue from out/ckpt.pt (--resume).
     Under torchrun every process trains; rank 0 alone logs, evaluates and writes files.
     Raises ConfigError / DataError for bad input."""
     cfg, rank, world, say = start_run(cfg, out, quiet)
@@ -340,38 +390,48 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
     ema_pairs = list(zip(list(ema_dit.parameters()) + list(ema_phi.parameters()), params))
 
     def save_checkpoint(step):
-        state = checkpoint_state(cfg, step, dit, phi, ema_dit, ema_phi, stage=1)
+        state = checkpoint_state(cfg, step, dit, phi, ema_dit, ema_phi, stage=1, optimizer=optimizer.state_dict(),
+                                 schedule=schedule.state_dict())
         write_atomically(os.path.join(out, "ckpt.pt"), lambda tmp: torch.save(state, tmp))
 
     # --- training ---------------------------------------------------------------------------
-    log = open(os.path.join(out, "metrics.jsonl"), "w") if main_process else None
+    log_path = os.path.join(out, "metrics.jsonl")
+    models = {"dit": dit, "compressor": phi, "dit_ema": ema_dit, "compressor_ema": ema_phi}
+    first = resume(out, cfg, 1, models, optimizer, schedule, log_path) if resuming else 0
+    if resuming:
+        say(f"resumed at step {first} from {out}/ckpt.pt")
+    log = open(log_path, "a" if resuming else "w") if main_process else None
     start = time.time()
-    bar = tqdm(range(cfg.steps), desc=f"stage 1 {name}", dynamic_ncols=True, position=position, leave=not quiet,
-               disable=not main_process)
-    tick = time.time()
-    for step in bar:
-        loss, per_sample, t = accumulate_gradients(objective, lambda i: (random_batch(train_videos, pools[i], micro, cfg),),
-                                                   step, rank, cfg)
-        grad_norm = optimizer_step(params, optimizer, schedule, ema_pairs, step, cfg)
-        if not main_process:
-            continue
-        if (step + 1) % cfg.log_every == 0:
-            ms = (time.time() - tick) * 1000 / cfg.log_every
-            tick = time.time()
-            row = log_row(step, loss, grad_norm, schedule, ms, tokens_per_step, per_sample, t)
-            log.write(json.dumps(row) + "\n")
-            log.flush()
-            bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
-        if (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
-            eval_start = time.time()
-            result = summarise(evaluate_retrieval(ema_dit, ema_phi, val[:8], cfg, groups_per_video=2), cfg)
-            log.write(json.dumps({"step": step + 1, "val": result}) + "\n")
-            log.flush()
-            if not quiet:
-                bar.write(f"step {step + 1}: val PSNR {result['psnr']:.2f} dB (first/middle/last third "
-                          f"{result['psnr_first']:.2f}/{result['psnr_middle']:.2f}/{result['psnr_last']:.2f}), SSIM {result['ssim']:.3f}")
-            save_checkpoint(step + 1)
-            tick += time.time() - eval_start           # evaluation time is not training speed
+    bar = tqdm(range(first, cfg.steps), desc=f"stage 1 {name}", dynamic_ncols=True, position=position, leave=not quiet,
+               disable=not main_process, initial=first, total=cfg.steps)
+    tick, bad = time.time(), 0
+    with interruptible() as stop:
+        for step in bar:
+            loss, per_sample, t = accumulate_gradients(objective, lambda i: (random_batch(train_videos, pools[i], micro, cfg),),
+                                                       step, rank, cfg)
+            grad_norm = optimizer_step(loss, params, optimizer, schedule, ema_pairs, step, cfg)
+            bad = count_bad_steps(bad, loss, grad_norm, step, cfg, out, bar.write if main_process else say)
+            if main_process and (step + 1) % cfg.log_every == 0:
+                ms = (time.time() - tick) * 1000 / cfg.log_every
+                tick = time.time()
+                row = log_row(step, loss, grad_norm, schedule, ms, tokens_per_step, per_sample, t)
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+            if main_process and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+                eval_start = time.time()
+                result = summarise(evaluate_retrieval(ema_dit, ema_phi, val[:8], cfg, groups_per_video=2), cfg)
+                log.write(json.dumps({"step": step + 1, "val": result}) + "\n")
+                log.flush()
+                if not quiet:
+                    bar.write(f"step {step + 1}: val PSNR {result['psnr']:.2f} dB (first/middle/last third "
+                              f"{result['psnr_first']:.2f}/{result['psnr_middle']:.2f}/{result['psnr_last']:.2f}), SSIM {result['ssim']:.3f}")
+                tick += time.time() - eval_start           # evaluation time is not training speed
+            if main_process and (stop or (step + 1) % cfg.ckpt_every == 0):
+                save_checkpoint(step + 1)
+            if stop:
+                raise Interrupted(f"interrupted at step {step + 1} of {cfg.steps}: {out}/ckpt.pt is saved; "
+                                  f"continue with the same command plus --resume")
     bar.close()
     train_seconds = time.time() - start
     if world > 1:
@@ -401,13 +461,19 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out (or runs/<name>) from its ckpt.pt, exactly where it stopped")
     add_config_flags(parser)
     try:
-        cfg = config_from_args(parser.parse_args())
+        args = parser.parse_args()
+        cfg = config_from_args(args)
         name = f"{cfg.compressor}_{cfg.rate}" + ("" if cfg.data == "synthetic" else "_real")
-        train(cfg, cfg.out or os.path.join("runs", name))
+        train(cfg, cfg.out or os.path.join("runs", name), resuming=args.resume)
     except (ConfigError, DataError) as e:
         fail(str(e))
+    except Interrupted as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":
