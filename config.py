@@ -135,8 +135,24 @@ def check(cfg: Config, rate_must_divide: bool = True) -> Config:
 
     rate_must_divide=False lets token counting pad the grid as the paper does (30 rows at 4x4 -> 8).
     """
-    if cfg.compressor not in COMPRESSORS:
-        raise ConfigError(f"unknown --compressor {cfg.compressor!r}: choose from {', '.join(COMPRESSORS)}")
+    for name in ("height", "width", "history", "frame_stride", "vae_space", "vae_time", "patch", "dim", "depth", "heads",
+                 "mlp_ratio", "hr_channels", "steps", "batch", "accum", "sample_steps", "chunk", "train_videos",
+                 "val_videos", "eval_every", "log_every", "ckpt_every", "max_bad_steps"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name} must be a positive integer, got {getattr(cfg, name)}")
+    ranges = {"ema": (0 <= cfg.ema < 1, "in [0, 1)"), "lr": (cfg.lr > 0, "above 0"),
+              "mask_noise_min": (0 <= cfg.mask_noise_min <= 1, "in [0, 1]"), "split_full": (0 <= cfg.split_full <= 1, "in [0, 1]"),
+              "grad_clip": (cfg.grad_clip > 0, "above 0"), "weight_decay": (cfg.weight_decay >= 0, "0 or more"),
+              "t_std": (cfg.t_std > 0, "above 0"), "t_shift": (cfg.t_shift > 0, "above 0"),
+              "pos_bias": (cfg.pos_bias >= 0, "0 or more"), "rope_base": (cfg.rope_base > 1, "above 1"),
+              "window": (cfg.window >= 0, "0 or more latent frames"), "hr_blocks": (cfg.hr_blocks >= 0, "0 or more"),
+              "warmup": (cfg.warmup >= 0, "0 or more steps"), "threads": (cfg.threads >= 0, "0 (PyTorch's default) or more")}
+    for name, (ok, allowed) in ranges.items():
+        if not ok:
+            raise ConfigError(f"--{name} must be {allowed}, got {getattr(cfg, name)}")
+    for name, allowed in CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise ConfigError(f"unknown --{name} {getattr(cfg, name)!r}: choose from {', '.join(allowed)}")
     try:
         rh, rw, rt = cfg.rate_hwt
         assert min(rh, rw, rt) >= 1
@@ -153,21 +169,8 @@ def check(cfg: Config, rate_must_divide: bool = True) -> Config:
                           f"pick factors of it or change --height/--width/--history")
     if cfg.dim % cfg.heads or (cfg.dim // cfg.heads) % 2:
         raise ConfigError(f"--dim {cfg.dim} must be divisible by --heads {cfg.heads} into an even head dim")
-    if cfg.omega not in ("random", "last"):
-        raise ConfigError(f"unknown --omega {cfg.omega!r}: choose random or last")
     if not 1 <= cfg.targets <= cfg.latent_frames:
         raise ConfigError(f"--targets {cfg.targets} must be between 1 and the {cfg.latent_frames} latent frames of the history")
-    if cfg.window < 0:
-        raise ConfigError(f"--window must be 0 or more latent frames, got {cfg.window}")
-    if cfg.dtype not in CHOICES["dtype"]:
-        raise ConfigError(f"unknown --dtype {cfg.dtype!r}: choose fp32 or bf16")
-    for name in ("steps", "batch", "accum", "sample_steps", "chunk", "train_videos", "val_videos", "eval_every", "log_every",
-                 "ckpt_every", "max_bad_steps",
-                 "frame_stride", "depth", "hr_channels"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"--{name} must be a positive integer, got {getattr(cfg, name)}")
-    if not (0 <= cfg.ema < 1 and cfg.lr > 0 and 0 <= cfg.mask_noise_min <= 1 and 0 <= cfg.split_full <= 1):
-        raise ConfigError("--ema must be in [0, 1), --lr > 0, and --mask_noise_min and --split_full in [0, 1]")
     return cfg
 
 

@@ -313,7 +313,8 @@ def video_file_clips(path: str, frames: int, size: int, frame_stride: int = 2, c
     video = cached_video_thwc_uint8(path, size, frame_stride, cache_dir)  # (F, S, S, 3)
     n_clips = len(video) // frames
     if n_clips == 0:
-        raise VideoTooShort(f"'{os.path.basename(path)}' has {len(video)} frames after frame_stride={frame_stride}")
+        raise VideoTooShort(f"'{os.path.basename(path)}' has {len(video)} frames after frame_stride={frame_stride}, "
+                            f"fewer than the {frames} a clip needs: lower --history or --frame_stride, or use a longer video")
     video = torch.from_numpy(video[: n_clips * frames]).reshape(n_clips, frames, size, size, 3)  # (n_clips, T, S, S, 3)
     return video.permute(0, 1, 4, 2, 3).float() / 127.5 - 1  # (n_clips, T, 3, S, S) in [-1, 1]
 
@@ -343,9 +344,9 @@ def video_folder_clips(folder: str, frames: int, size: int, frame_stride: int = 
         except VideoTooShort as e:
             too_short.append(str(e))
     if not clips:
-        raise DataError(f"no video in '{folder}' has {frames} frames: {'; '.join(too_short)}; lower --history or --frame_stride")
+        raise DataError(f"no video in '{folder}' is long enough: {'; '.join(too_short)}")
     for message in too_short:
-        print(f"warning: skipping {message}, fewer than {frames}: lower --history or --frame_stride to use it", file=sys.stderr)
+        print(f"warning: skipping {message}", file=sys.stderr)
     return clips
 
 

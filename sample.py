@@ -189,10 +189,13 @@ def save_rows_gif(frames_of_rows, path, scale=4, ms=120):
 
 
 def write_atomically(path, write):
-    """write(tmp_path) then rename: an interrupted run never leaves a half-written file."""
+    """write(tmp_path), flush it to disk, then rename: an interrupted run never leaves a half-written
+    file, only the old one or the new one."""
     stem, extension = os.path.splitext(path)
     tmp = f"{stem}.tmp{extension}"                  # keeps the extension: imageio picks the format by it
     write(tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 

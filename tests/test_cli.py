@@ -28,6 +28,12 @@ def folders(tmp_path_factory):
     write_mp4(str(base / "short" / "clip.mp4"), frames=6)
     (base / "corrupt").mkdir()
     (base / "corrupt" / "broken.mp4").write_bytes(os.urandom(2000))
+    (base / "truncated").mkdir()
+    write_mp4(str(base / "whole.mp4"), frames=40)
+    whole = (base / "whole.mp4").read_bytes()
+    (base / "truncated" / "cut.mp4").write_bytes(whole[:len(whole) // 2])   # a download that stopped halfway
+    (base / "text").mkdir()
+    (base / "text" / "notes.mp4").write_text("these are notes, not a video\n" * 50)
     return base
 
 
@@ -41,6 +47,13 @@ CASES = {
     "empty folder": (["--data", "{empty}"], "holds no"),
     "video shorter than history": (["--data", "{short}"], "frames"),
     "corrupt file": (["--data", "{corrupt}"], "broken.mp4"),
+    "truncated mp4": (["--data", "{truncated}"], "cannot decode video file"),
+    "not a video": (["--data", "{text}"], "cannot decode video file"),
+    "flag out of range": (["--ema", "1.5"], "--ema must be in [0, 1), got 1.5"),
+    "zero heads": (["--heads", "0"], "--heads must be a positive integer, got 0"),
+    "count below 1": (["--steps", "0"], "--steps must be a positive integer"),
+    "batch not divisible": (["--accum", "3"], "--batch 8 must be divisible by processes x --accum = 1 x 3"),
+    "unknown dtype": (["--dtype", "fp16"], "invalid choice: 'fp16'"),
 }
 if not torch.cuda.is_available():
     CASES["no GPU for --device cuda"] = (["--device", "cuda"], "no CUDA GPU")
@@ -49,7 +62,7 @@ if not torch.cuda.is_available():
 @pytest.mark.parametrize("case", CASES)
 def test_train_pfp_bad_input_is_one_line_exit_2(case, folders, tmp_path):
     args, expected = CASES[case]
-    args = [a.format(empty=folders / "empty", short=folders / "short", corrupt=folders / "corrupt") for a in args]
+    args = [a.format(**{name: folders / name for name in ("empty", "short", "corrupt", "truncated", "text")}) for a in args]
     result = run("train_pfp.py", *args, "--out", str(tmp_path / "run"))
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
