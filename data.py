@@ -19,10 +19,13 @@ C=3 colour channels, S the side of the square frame. Run the demo with
 import colorsys
 import functools
 import os
+import re
+import subprocess
 import sys
 import time
 
 import imageio
+import imageio_ffmpeg
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -271,11 +274,30 @@ def square_frame_hwc_uint8(frame, size):
     return np.asarray(image.crop((left, top, left + size, top + size)))
 
 
+def variable_frame_rate_share(path) -> float:
+    """The share of frame-to-frame gaps that differ from the others, by ffmpeg's vfrdet filter:
+    0 for a constant frame rate (phones often record a variable one)."""
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    done = subprocess.run([ffmpeg, "-hide_banner", "-i", path, "-map", "0:v:0", "-vf", "vfrdet", "-f", "null", "-"],
+                          capture_output=True, text=True)
+    shares = re.findall(r"VFR:([0-9.]+)", done.stderr)
+    return float(shares[-1]) if shares else 0.0
+
+
 def load_video_thwc_uint8(path, size, frame_stride):
     """Decode a video file, keeping every frame_stride-th frame, each resized and cropped to
-    S x S as soon as it is decoded (no full-HD frame is kept). Returns (T, S, S, 3) uint8."""
+    S x S as soon as it is decoded (no full-HD frame is kept). Returns (T, S, S, 3) uint8.
+    A variable frame rate is decoded at a constant one (ffmpeg repeats frames where the video
+    slowed), with a one-line warning, so that frame_stride means the same time everywhere."""
     try:
         with imageio.v2.get_reader(path) as reader:
+            fps = reader.get_meta_data().get("fps")
+        share = 0.0 if path.lower().endswith(".gif") else variable_frame_rate_share(path)   # GIFs: Pillow, not ffmpeg
+        if share > 0 and fps:
+            print(f"warning: '{os.path.basename(path)}' has a variable frame rate ({share:.0%} of frame gaps differ): "
+                  f"decoded at a constant {fps:g} fps; re-encode it to choose the rate yourself "
+                  f"(ffmpeg -i in.mp4 -fps_mode cfr -r 24 out.mp4)", file=sys.stderr)
+        with imageio.v2.get_reader(path, **({"fps": fps} if share > 0 and fps else {})) as reader:
             frames = [square_frame_hwc_uint8(frame, size) for index, frame in enumerate(reader) if index % frame_stride == 0]
     except Exception as error:  # imageio, ffmpeg and Pillow raise many types (OSError, SyntaxError, EOFError, ...)
         reason = str(error).strip().split("\n")[0]

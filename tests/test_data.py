@@ -205,3 +205,23 @@ def test_real_hd_clip(tmp_path):
     assert clip.shape == (4, 16, 3, 32, 32) and clip.min() >= -1 and clip.max() <= 1
     assert clip.std() > 0.2  # a real picture, not a flat frame
     assert (clip[:, 0] - clip[:, -1]).abs().mean() > 0.05  # the bird moves
+
+
+def test_variable_frame_rate_is_decoded_at_a_constant_rate_with_a_warning(tmp_path, capsys):
+    """40 frames stamped at 10 fps, then the last 20 at 5 fps: ffmpeg's own decode would pace them
+    unevenly; we decode at the container's constant rate and say so in one line."""
+    import imageio_ffmpeg
+    import subprocess
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    for name, timing in [("vfr.mp4", ["-vf", "setpts='(N+if(gte(N,20),N-20,0))/10/TB'", "-fps_mode", "vfr"]),
+                         ("cfr.mp4", [])]:
+        subprocess.run([ffmpeg, "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=10:duration=4",
+                        *timing, "-c:v", "libx264", "-pix_fmt", "yuv420p", str(tmp_path / name)], check=True)
+    assert data.variable_frame_rate_share(str(tmp_path / "cfr.mp4")) == 0.0
+    assert data.variable_frame_rate_share(str(tmp_path / "vfr.mp4")) > 0.2
+    clips = data.video_file_clips(str(tmp_path / "vfr.mp4"), frames=8, size=16, frame_stride=1, cache_dir=str(tmp_path / "c"))
+    warning = capsys.readouterr().err.strip()
+    assert "variable frame rate" in warning and "-fps_mode cfr" in warning and len(warning.splitlines()) == 1
+    assert clips.shape[1:] == (8, 3, 16, 16)
+    data.video_file_clips(str(tmp_path / "cfr.mp4"), frames=8, size=16, frame_stride=1, cache_dir=str(tmp_path / "c"))
+    assert capsys.readouterr().err == ""
