@@ -105,3 +105,19 @@ def test_train_then_sample_end_to_end(tmp_path):
     assert (out / "retrieve.png").exists() and (out / "retrieve.gif").exists()
     bad = run("sample.py", "--ckpt", str(out / "ckpt.pt"), "--retrieve", "--frames", "99")
     assert bad.returncode == 2 and "--frames" in bad.stderr
+
+
+def test_sample_with_a_checkpoint_whose_weights_are_another_variant(tmp_path):
+    """A checkpoint edited or mixed up so that its config names another compressor than its weights."""
+    from dataclasses import asdict, replace
+    from config import SCALES
+    from compressor import Compressor
+    from dit import DiT
+    from train_pfp import checkpoint_state
+    cfg = replace(SCALES["tiny"], dim=32, heads=2, depth=1, hr_channels=4)
+    dit, phi = DiT(cfg), Compressor(cfg)
+    state = checkpoint_state(replace(cfg, compressor="large_patchifier"), 10, dit, phi, dit, phi, stage=1)
+    torch.save(state, tmp_path / "mixed.pt")
+    result = run("sample.py", "--ckpt", str(tmp_path / "mixed.pt"), "--retrieve")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "does not match its own config" in result.stderr and len(result.stderr.strip().splitlines()) == 1
