@@ -38,7 +38,8 @@ from compressor import Compressor, memory_positions
 from dit import DiT
 from plot import line_chart
 from sample import next_chunk, write_atomically
-from train_pfp import Objective, accumulate_gradients, make_optimizer, optimizer_step, pfp_loss, random_batch
+from train_pfp import pfp_loss
+from training import Objective, accumulate_gradients, make_optimizer, optimizer_step, random_batch
 
 # PyTorch counts the FLOPs of the GPU attention kernels but not of the CPU one; register it.
 _cpu_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)

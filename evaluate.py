@@ -39,7 +39,8 @@ from data import DataError
 from plot import line_chart
 from metrics import psnr
 from sample import load_checkpoint, save_rows_png, write_atomically
-from train_pfp import load_videos, retrieval_rows, train
+from train_pfp import retrieval_rows, train
+from training import load_videos
 
 Row = namedtuple("Row", "label compressor rate omega paper")   # paper: (PSNR, SSIM, LPIPS) or None
 ROWS = [

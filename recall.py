@@ -49,7 +49,8 @@ from latent import encode
 from sample import (ar_context, chunk_positions, framed_bthwc_uint8, generate, load_checkpoint, next_chunk,
                     save_bthwc_uint8_as_mp4_and_gif, write_atomically)
 from train_ar import train_ar
-from train_pfp import load_videos, train
+from train_pfp import train
+from training import load_videos
 
 Variant = namedtuple("Variant", "label stage1 compressor rate init")   # stage1: which stage-1 run to start from
 RECALL_SEED_OFFSET = 2_000_000                                          # the benchmark: disjoint from train and validation

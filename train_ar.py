@@ -47,9 +47,9 @@ from flow import add_noise, velocity_target, sample_t
 from latent import encode
 from metrics import psnr, ssim
 from sample import ar_context, chunk_positions, next_chunk, read_checkpoint, save_rows_png, write_atomically
-from train_pfp import (accumulate_gradients, checkpoint_state, count_bad_steps, interruptible, log_row, make_optimizer,
-                       micro_batch_size, optimizer_step, process_videos, random_batch, resume, start_run,
-                       training_objective)
+from training import (accumulate_gradients, checkpoint_state, count_bad_steps, interruptible, log_row, make_optimizer,
+                      micro_batch_size, optimizer_step, process_videos, random_batch, resume, start_run,
+                      training_objective)
 
 
 def split_points(cfg: Config) -> list:

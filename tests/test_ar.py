@@ -15,7 +15,7 @@ from dit import DiT
 from latent import encode
 from sample import ar_context, chunk_positions, generate
 from train_ar import ar_loss, init_models, split_points
-from train_pfp import checkpoint_state
+from training import checkpoint_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = Config(dim=32, heads=2, depth=2, hr_channels=4, history=8)        # 8 latent frames of 8x8 tokens

@@ -109,11 +109,11 @@ def test_train_then_sample_end_to_end(tmp_path):
 
 def test_sample_with_a_checkpoint_whose_weights_are_another_variant(tmp_path):
     """A checkpoint edited or mixed up so that its config names another compressor than its weights."""
-    from dataclasses import asdict, replace
+    from dataclasses import replace
     from config import SCALES
     from compressor import Compressor
     from dit import DiT
-    from train_pfp import checkpoint_state
+    from training import checkpoint_state
     cfg = replace(SCALES["tiny"], dim=32, heads=2, depth=1, hr_channels=4)
     dit, phi = DiT(cfg), Compressor(cfg)
     state = checkpoint_state(replace(cfg, compressor="large_patchifier"), 10, dit, phi, dit, phi, stage=1)

@@ -10,7 +10,8 @@ import torch
 from config import SCALES, Config, check
 from dit import DiT
 from compressor import Compressor
-from train_pfp import Objective, accumulate_gradients, pfp_loss, random_batch
+from train_pfp import pfp_loss
+from training import Objective, accumulate_gradients, random_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A model small enough that three training steps and the final evaluation take seconds.

@@ -1,0 +1,257 @@
+"""The machinery both training scripts share (train_pfp.py, train_ar.py): how a run gets its data,
+steps, scales to more hardware and survives interruption. None of it is the paper's method;
+all of it is what makes a long run trustworthy.
+
+- data: load_videos, and process_videos (this process's shard of them);
+- scaling (README, "Scaling up"): torchrun's processes and DDP (setup_distributed, Objective),
+  micro-batches with a seed each (accumulate_gradients), bf16 autocast, torch.compile;
+- the step: AdamW with warmup and cosine decay, clipping, EMA, the NaN guard (optimizer_step);
+- nothing lost (README, "Nothing lost"): checkpoints, --resume, Ctrl-C/SIGTERM (interruptible).
+
+    torchrun --nproc_per_node 2 train_pfp.py --scale tiny     # uses all of it
+
+Letters: B batch, T frames.
+"""
+import json
+import math
+import os
+import signal
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, replace
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from config import Config, ConfigError, result_fields
+from data import TRAIN_SEED_OFFSET, VAL_SEED_OFFSET, synthetic_videos, video_folder_clips
+from flow import loss_per_t_bin
+from sample import read_checkpoint, write_atomically
+
+
+def load_videos(cfg: Config, frames: int = 0, progress: bool = True, only=None):
+    """-> train (N, T, 3, H, W), val (V, T, 3, H, W), and a line saying where they came from.
+    T = frames, or the history by default (stage 2 asks for the history plus a chunk).
+    only: indices of the synthetic training videos to generate (default all of them)."""
+    frames = frames or cfg.history
+    if cfg.height != cfg.width:
+        raise ConfigError(f"training data is square: set --height and --width equal (got {cfg.height}x{cfg.width})")
+    if cfg.data == "synthetic":
+        indices = range(cfg.train_videos) if only is None else only
+        train = synthetic_videos([TRAIN_SEED_OFFSET + j for j in indices], frames, cfg.height, progress=progress)
+        val = synthetic_videos(range(VAL_SEED_OFFSET, VAL_SEED_OFFSET + cfg.val_videos), frames, cfg.height)
+        return train, val, f"synthetic: {cfg.train_videos} train seeds, {cfg.val_videos} validation seeds"
+    clips = video_folder_clips(cfg.data, frames, cfg.height, cfg.frame_stride)
+    names = sorted(clips)
+    if len(names) == 1:                           # one video: its last clips validate
+        everything = clips[names[0]]
+        n_val = max(1, len(everything) // 4)
+        return everything[:-n_val], everything[-n_val:][:cfg.val_videos], f"{names[0]}: last {n_val} clips validate"
+    # Several videos: the last file (by name) is held out whole, so validation is unseen footage.
+    train = torch.cat([clips[n] for n in names[:-1]])
+    return train, clips[names[-1]][:cfg.val_videos], f"{len(names) - 1} videos train, {names[-1]} validates"
+
+
+def make_optimizer(params, cfg: Config):
+    """AdamW with a linear warmup and a cosine decay to 10% -> (optimizer, scheduler)."""
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    def lr_factor(step):
+        if step < cfg.warmup:
+            return (step + 1) / cfg.warmup
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)))
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+
+
+def random_batch(videos, pool, size: int, cfg: Config):
+    """`size` of the videos whose rows are in `pool`, drawn at random (B, T, 3, H, W); real clips are
+    few, so half the batches are mirrored."""
+    video = videos[pool[torch.randint(len(pool), (size,), device=pool.device)]]
+    return video.flip(-1) if cfg.data != "synthetic" and torch.rand(()) < 0.5 else video
+
+
+# --- scaling up: processes, micro-batches, precision (README, "Scaling up") ----------------------
+class Objective(nn.Module):
+    """The DiT, phi and a loss as one module: the unit DDP wraps, so that the backward pass
+    averages the gradients of both models across processes."""
+
+    def __init__(self, loss, dit, phi, cfg: Config):
+        super().__init__()
+        self.loss, self.dit, self.phi, self.cfg = loss, dit, phi, cfg
+
+    def forward(self, *batch):
+        return self.loss(self.dit, self.phi, *batch, self.cfg)
+
+
+def setup_distributed(cfg: Config) -> tuple:
+    """-> (cfg, rank, world size). Under torchrun (which sets RANK, WORLD_SIZE, LOCAL_RANK) join the
+    process group: nccl with one GPU per process, gloo on CPU. A plain `python` run is rank 0 of 1."""
+    if "WORLD_SIZE" not in os.environ:
+        return cfg, 0, 1
+    rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    if cfg.device.startswith("cuda"):
+        cfg = replace(cfg, device=f"cuda:{local}")
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
+    return cfg, rank, world
+
+
+def process_videos(cfg: Config, rank: int, world: int, data=None, frames: int = 0) -> tuple:
+    """This process's shard of the training videos -> (train, pools, val, source), pools[i] the rows
+    of train that micro-batch i may draw from.
+
+    Micro-batch m = rank * accum + i draws only from the videos j with j % (world * accum) == m:
+    processes hold disjoint shards (synthetic videos are generated only where they are used), and
+    one process with --accum 2k draws exactly what two processes with --accum k draw."""
+    every = world * cfg.accum
+    mine = lambda n: [j for j in range(n) if j % every // cfg.accum == rank]
+    held = mine(cfg.train_videos) if data is None and cfg.data == "synthetic" else None
+    train, val, source = data or load_videos(cfg, frames, progress=rank == 0, only=held)
+    if held is None:                                    # real clips (or data given): all loaded, keep ours
+        held = mine(len(train))
+        train = train[held]
+    pools = [torch.tensor([p for p, j in enumerate(held) if j % every == rank * cfg.accum + i], device=cfg.device)
+             for i in range(cfg.accum)]
+    if min(len(pool) for pool in pools) == 0:
+        raise ConfigError(f"{len(held)} training videos cannot feed {every} micro-batches: lower --accum or the processes")
+    return train.to(cfg.device), pools, val.to(cfg.device), source
+
+
+def start_run(cfg: Config, out: str, quiet: bool) -> tuple:
+    """What every training run does first: check the device, join torchrun's processes, seed (the
+    same initial weights everywhere), set threads, print and save the config (rank 0).
+    -> (cfg, rank, world, say), say printing on rank 0 unless quiet."""
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {cfg.device}: no CUDA GPU is visible to PyTorch here; use --device cpu")
+    cfg, rank, world = setup_distributed(cfg)
+    say = print if rank == 0 and not quiet else (lambda *a: None)
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    say(json.dumps(asdict(cfg)))
+    if rank == 0:
+        os.makedirs(out, exist_ok=True)
+        write_atomically(os.path.join(out, "config.json"), lambda tmp: open(tmp, "w").write(json.dumps(asdict(cfg), indent=1)))
+    return cfg, rank, world, say
+
+
+def training_objective(loss, dit, phi, cfg: Config, world: int):
+    """Objective(loss, dit, phi), its models compiled with --compile, wrapped in DDP under torchrun."""
+    if cfg.compile:
+        dit.compile()
+        phi.compile()
+    objective = Objective(loss, dit, phi, cfg)
+    if world > 1:
+        objective = DDP(objective, device_ids=[torch.cuda.current_device()] if cfg.device.startswith("cuda") else None)
+    return objective
+
+
+def micro_batch_size(cfg: Config, world: int) -> int:
+    """--batch is the global batch: world processes x --accum micro-batches each."""
+    if cfg.batch % (world * cfg.accum):
+        raise ConfigError(f"--batch {cfg.batch} must be divisible by processes x --accum = {world} x {cfg.accum}")
+    return cfg.batch // (world * cfg.accum)
+
+
+def accumulate_gradients(objective, draw, step: int, rank: int, cfg: Config) -> tuple:
+    """Forward and backward over this process's --accum micro-batches of the step's global batch.
+    draw(i) -> the loss's inputs for micro-batch i. -> (mean loss, per-sample losses, t).
+
+    Micro-batch m = rank * accum + i seeds all its randomness (which videos, Omega, t, the noise)
+    from (seed, step, m), so a run's numbers do not depend on how its global batch is split over
+    processes and accumulation (tests/test_scale.py). Under DDP only the last micro-batch's
+    backward all-reduces the gradients (no_sync); the gradients end as the global batch's mean."""
+    losses, per_sample, ts = [], [], []
+    # oneDNN's bf16 kernels gave NaN weight gradients in the compressor's convolutions on our CPU
+    # (PyTorch 2.13, stage 2, from step 5; tests/test_scale.py): bf16 on a CPU runs without oneDNN.
+    cpu_bf16 = cfg.dtype == "bf16" and not cfg.device.startswith("cuda")
+    for i in range(cfg.accum):
+        torch.manual_seed(hash((cfg.seed, step, rank * cfg.accum + i)) % 2 ** 63)
+        not_last = isinstance(objective, DDP) and i < cfg.accum - 1
+        with objective.no_sync() if not_last else nullcontext(), torch.backends.mkldnn.flags(False) if cpu_bf16 else nullcontext():
+            with torch.autocast(cfg.device.split(":")[0], torch.bfloat16, enabled=cfg.dtype == "bf16"):
+                loss, ps, t = objective(*draw(i))
+            (loss / cfg.accum).backward()                # backward outside autocast, as PyTorch advises
+        losses.append(loss.detach())
+        per_sample.append(ps.float())
+        ts.append(t)
+    return torch.stack(losses).mean(), torch.cat(per_sample), torch.cat(ts)
+
+
+def optimizer_step(loss, params, optimizer, schedule, ema_pairs, step: int, cfg: Config):
+    """Clip, AdamW, the learning-rate schedule and the EMA, after accumulate_gradients -> the
+    gradient norm before clipping. The NaN guard: a non-finite loss or gradient norm skips the
+    update, so the weights (and the checkpoints written from them) stay the last good ones."""
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    if torch.isfinite(loss) and torch.isfinite(grad_norm):
+        optimizer.step()
+        schedule.step()
+        update_ema(ema_pairs, step, cfg)
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+def count_bad_steps(bad: int, loss, grad_norm, step: int, cfg: Config, out: str, say) -> int:
+    """The NaN guard's tally of skipped steps in a row -> the new tally; too many raise ConfigError."""
+    if torch.isfinite(loss) and torch.isfinite(grad_norm):
+        return 0
+    say(f"step {step + 1}: loss {loss.item():.3g}, gradient norm {grad_norm.item():.3g}: not finite, step skipped")
+    if bad + 1 >= cfg.max_bad_steps:
+        raise ConfigError(f"the loss or gradients were not finite for {bad + 1} steps in a row (to step {step + 1}): "
+                          f"lower --lr or use --dtype fp32; {out}/ckpt.pt holds the last good weights")
+    return bad + 1
+
+
+@contextmanager
+def interruptible():
+    """Inside, Ctrl-C and SIGTERM only set a flag (a list that becomes non-empty): the loop then
+    saves a checkpoint at the end of its step and raises Interrupted, instead of dying mid-write."""
+    stop = []
+    handlers = {sig: signal.signal(sig, lambda number, frame: stop.append(number)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def resume(out: str, cfg: Config, stage: int, models: dict, optimizer, schedule, log_path: str) -> int:
+    """Load <out>/ckpt.pt into the models, EMA, optimizer and schedule -> the step to continue from.
+    Every random draw is seeded by (seed, step, micro-batch), so this is all a run needs to go on
+    exactly as if never stopped (tests/test_resume.py). metrics.jsonl loses the rows past it."""
+    path = os.path.join(out, "ckpt.pt")
+    ckpt = read_checkpoint(path)
+    saved = Config(**ckpt["config"])
+    if ckpt.get("stage", 1) != stage or result_fields(saved) != result_fields(cfg) or "optimizer" not in ckpt:
+        differ = sorted(k for k, v in result_fields(cfg).items() if result_fields(saved).get(k) != v)
+        raise ConfigError(f"--resume: {path} is not a checkpoint of this run (stage {ckpt.get('stage', 1)}, differing "
+                          f"flags: {', '.join(differ) or 'none'}): pass the flags it was started with, or drop --resume")
+    for key, model in models.items():
+        model.load_state_dict(ckpt[key])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    schedule.load_state_dict(ckpt["schedule"])
+    if os.path.isfile(log_path):
+        rows = [line for line in open(log_path) if json.loads(line)["step"] <= ckpt["step"]]
+        write_atomically(log_path, lambda tmp: open(tmp, "w").writelines(rows))
+    return ckpt["step"]
+
+
+def log_row(step, loss, grad_norm, schedule, ms, tokens_per_step, per_sample, t) -> dict:
+    """One line of metrics.jsonl: step, loss, lr, grad norm, speed and the loss per t-bin."""
+    return {"step": step + 1, "loss": loss.item(), "lr": schedule.get_last_lr()[0], "grad_norm": grad_norm.item(),
+            "ms_per_step": ms, "tokens_per_s": tokens_per_step / ms * 1000, **loss_per_t_bin(per_sample, t)}
+
+
+@torch.no_grad()
+def update_ema(ema_pairs, step: int, cfg: Config):
+    """ema <- decay * ema + (1 - decay) * weights, with a short warm-up of the decay itself."""
+    decay = min(cfg.ema, (1 + step) / (10 + step))
+    for ema_p, p in ema_pairs:
+        ema_p.lerp_(p, 1 - decay)
+
+
+def checkpoint_state(cfg: Config, step: int, dit, phi, ema_dit, ema_phi, **extra) -> dict:
+    """Everything sample.py needs, the config included; `extra` says e.g. which stage wrote it."""
+    return {"config": asdict(cfg), "step": step, "dit": dit.state_dict(), "compressor": phi.state_dict(),
+            "dit_ema": ema_dit.state_dict(), "compressor_ema": ema_phi.state_dict(), **extra}
