@@ -9,6 +9,8 @@ overrides the preset chosen with --scale.
     python config.py --scale paper      # print a resolved preset
 """
 import argparse
+import inspect
+import re
 import sys
 from dataclasses import dataclass, fields, asdict
 
@@ -28,7 +30,7 @@ class Config:
     dim: int = 128             # hidden width D; memory tokens live in it too (paper: 3072)
     depth: int = 4             # transformer blocks
     heads: int = 4             # attention heads (head dim = dim / heads, split 3-ways by RoPE)
-    mlp_ratio: int = 4
+    mlp_ratio: int = 4         # MLP hidden width = mlp_ratio x dim
     rope_base: float = 100.0   # RoPE frequency base; positions are small integers here [ours]
     pos_bias: float = 2.0      # [ours] 3D ALiBi: logits -= slope_h * distance, slope_h = pos_bias / 2^h;
                                # every head starts out reading the keys near its own place and time
@@ -47,7 +49,7 @@ class Config:
     noise_as_mask: bool = False  # [ours, flag] add the non-selected frames as noised tokens
     mask_noise_min: float = 0.2  # their noise level ~ U[mask_noise_min, 1] (paper: "about 0.2")
     t_mean: float = 0.0        # logit-normal timestep sampling: t = sigmoid(N(t_mean, t_std))
-    t_std: float = 1.0
+    t_std: float = 1.0         # spread of the logit-normal timestep distribution
     t_shift: float = 3.0       # SD3-style shift; > 1 spends more steps at high noise
     sample_steps: int = 16     # Euler steps for retrieval and generation
     # --- stage 2, autoregressive fine-tuning (train_ar.py) ----------------------------------
@@ -55,14 +57,14 @@ class Config:
     window: int = 2            # latent frames before the split kept uncompressed beside phi(H) (paper's tiny window)
     split_full: float = 0.0    # [ours] share of stage-2 steps split after the whole history (else s is uniform)
     # --- optimisation -----------------------------------------------------------------------
-    steps: int = 2000
-    batch: int = 8
-    lr: float = 2e-3
-    warmup: int = 100
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    ema: float = 0.99
-    seed: int = 0
+    steps: int = 2000          # optimizer steps
+    batch: int = 8             # global batch: processes x --accum micro-batches
+    lr: float = 2e-3           # AdamW peak learning rate (linear warmup, cosine decay to 10%)
+    warmup: int = 100          # warmup steps of the learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    grad_clip: float = 1.0     # gradient norm clipped to this
+    ema: float = 0.99          # decay of the EMA weights that evaluation and sampling use
+    seed: int = 0              # seeds the initial weights and every micro-batch's draws
     # --- scaling up: the same run on more hardware (README, "Scaling up") ---------------------
     accum: int = 1             # micro-batches per process per step: --batch is always the global batch
     dtype: str = "fp32"        # fp32 | bf16: bf16 autocast for the training forward (weights stay fp32)
@@ -71,8 +73,8 @@ class Config:
     data: str = "synthetic"    # "synthetic" or a folder of .mp4/.webm/.gif videos
     train_videos: int = 1024   # synthetic training videos generated at start
     val_videos: int = 16       # held-out videos (synthetic: disjoint seeds; folder: last clips)
-    eval_every: int = 500
-    log_every: int = 20
+    eval_every: int = 500      # steps between validation passes
+    log_every: int = 20        # steps between lines of metrics.jsonl
     ckpt_every: int = 100      # steps between checkpoints (also on Ctrl-C/SIGTERM); --resume continues from the last
     max_bad_steps: int = 5     # NaN guard: a step with a non-finite loss or gradient is skipped; this many in a row stop the run
     out: str = ""              # run folder; default runs/<name>
@@ -150,6 +152,8 @@ def check(cfg: Config, rate_must_divide: bool = True) -> Config:
     for name, (ok, allowed) in ranges.items():
         if not ok:
             raise ConfigError(f"--{name} must be {allowed}, got {getattr(cfg, name)}")
+    if cfg.device != "cpu" and not cfg.device.startswith("cuda"):
+        raise ConfigError(f"unknown --device {cfg.device!r}: choose cpu, cuda or cuda:N")
     for name, allowed in CHOICES.items():
         if getattr(cfg, name) not in allowed:
             raise ConfigError(f"unknown --{name} {getattr(cfg, name)!r}: choose from {', '.join(allowed)}")
@@ -184,15 +188,36 @@ def result_fields(cfg: Config, skip=()) -> dict:
             if k not in where and not (k in added_later and v == added_later[k])}
 
 
+def field_comments() -> dict:
+    """{field: the comment beside it in Config above, continuation lines included}: each flag's --help."""
+    comments, name = {}, None
+    for line in inspect.getsource(Config).splitlines():
+        field = re.match(r"\s+(\w+): \w+ = [^#]*#\s*(.*)", line)
+        more = re.match(r"\s+#\s*(.*)", line)
+        if field:
+            name, comments[field.group(1)] = field.group(1), field.group(2)
+        elif more and name and not line.strip().startswith("# ---"):
+            comments[name] += " " + more.group(1)
+        else:
+            name = None
+    return comments
+
+
 def add_config_flags(parser: argparse.ArgumentParser):
     """--scale plus one flag per Config field; a flag left unset keeps the preset's value."""
     parser.add_argument("--scale", default="tiny", choices=list(SCALES), help="preset to start from (default tiny)")
-    parse_bool = lambda s: s.lower() in ("1", "true", "yes", "on")
+    def parse_bool(text: str) -> bool:
+        if text.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a yes/no value: write true or false")
+        return text.lower() in ("1", "true", "yes", "on")
+
+    comments = field_comments()
     for f in fields(Config):
         kind = parse_bool if f.type is bool else f.type
         choices = CHOICES.get(f.name)
+        preset = ", ".join(f"{name} {getattr(cfg, f.name)!r}" for name, cfg in SCALES.items())
         parser.add_argument(f"--{f.name}", type=kind, default=None, choices=choices,
-                            help=f"(tiny preset: {getattr(SCALES['tiny'], f.name)!r})")
+                            help=f"{comments.get(f.name, '')} (presets: {preset})".replace("%", "%%"))
     parser.error = fail  # argparse's own errors become one line with exit code 2
 
 

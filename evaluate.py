@@ -244,6 +244,9 @@ def main():
                         help="--recall: share of the stage-2 training clips taken from the recall world (default 0.5)")
     parser.error = fail
     args = parser.parse_args()
+    for name in ("steps", "real_steps", "ar_steps", "threads"):
+        if getattr(args, name) < 0:
+            fail(f"--{name} must be 0 (the default) or a positive integer, got {getattr(args, name)}")
     if args.recall:
         import recall                                  # stage 2 lives in its own file; it imports this one
         cfg = check(replace(SCALES[args.scale], steps=args.steps or SCALES[args.scale].steps, threads=args.threads,
@@ -308,4 +311,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ConfigError, DataError) as error:          # e.g. --device tpu, or a broken video in --real
+        fail(str(error))

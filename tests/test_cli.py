@@ -54,6 +54,8 @@ CASES = {
     "count below 1": (["--steps", "0"], "--steps must be a positive integer"),
     "batch not divisible": (["--accum", "3"], "--batch 8 must be divisible by processes x --accum = 1 x 3"),
     "unknown dtype": (["--dtype", "fp16"], "invalid choice: 'fp16'"),
+    "not a yes/no value": (["--compile", "maybe"], "'maybe' is not a yes/no value: write true or false"),
+    "unknown device": (["--device", "tpu"], "unknown --device 'tpu': choose cpu, cuda or cuda:N"),
 }
 if not torch.cuda.is_available():
     CASES["no GPU for --device cuda"] = (["--device", "cuda"], "no CUDA GPU")
@@ -121,3 +123,17 @@ def test_sample_with_a_checkpoint_whose_weights_are_another_variant(tmp_path):
     result = run("sample.py", "--ckpt", str(tmp_path / "mixed.pt"), "--retrieve")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "does not match its own config" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_every_flag_explains_itself_in_help():
+    from dataclasses import fields
+    from config import Config, field_comments
+    comments = field_comments()
+    assert all(len(comments.get(f.name, "")) > 10 for f in fields(Config))
+    text = run("train_pfp.py", "--help").stdout
+    assert "global batch: processes x --accum micro-batches (presets: tiny 8, small 32, paper 1)" in " ".join(text.split())
+
+
+def test_evaluate_negative_steps_is_one_line_exit_2():
+    result = run("evaluate.py", "--steps", "-3")
+    assert result.returncode == 2 and result.stderr.strip() == "error: --steps must be 0 (the default) or a positive integer, got -3"
