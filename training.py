@@ -231,8 +231,8 @@ def resume(out: str, cfg: Config, stage: int, models: dict, optimizer, schedule,
         model.load_state_dict(ckpt[key])
     optimizer.load_state_dict(ckpt["optimizer"])
     schedule.load_state_dict(ckpt["schedule"])
-    if os.path.isfile(log_path):
-        rows = [line for line in open(log_path) if json.loads(line)["step"] <= ckpt["step"]]
+    if os.path.isfile(log_path):                  # a SIGKILL may have cut the last line short: drop it too
+        rows = [line for line in open(log_path) if line.endswith("\n") and json.loads(line)["step"] <= ckpt["step"]]
         write_atomically(log_path, lambda tmp: open(tmp, "w").writelines(rows))
     return ckpt["step"]
 
