@@ -110,7 +110,7 @@ def process_videos(cfg: Config, rank: int, world: int, data=None, frames: int = 
     train, val, source = data or load_videos(cfg, frames, progress=rank == 0, only=held)
     if held is None:                                    # real clips (or data given): all loaded, keep ours
         held = mine(len(train))
-        train = train[held]
+        train = train[held] if len(held) < len(train) else train   # one process: no copy of the whole set
     pools = [torch.tensor([p for p, j in enumerate(held) if j % every == rank * cfg.accum + i], device=cfg.device)
              for i in range(cfg.accum)]
     if min(len(pool) for pool in pools) == 0:
