@@ -18,7 +18,7 @@ in the DiT's width, after its first projection, bypassing the VAE's channel bott
                       DiT's patchifier as FramePack does (its weights repeated and averaged)
     none              no memory at all: the floor that shows what memory adds
 
-    python compressor.py --scale paper    # token counts (187,200 raw -> ~5.9k at 4x4x2), parameters, activation memory
+    python compressor.py --scale paper    # token counts (187,200 raw -> ~5.9k at 4x4x2), parameters (activation memory: footprint.py)
 
 Letters: B batch, T frames, C latent channels, D width, M memory tokens, (f, r, c) memory grid.
 """
@@ -151,13 +151,9 @@ if __name__ == "__main__":
     except ConfigError as e:
         fail(str(e))
     print(token_table(cfg))
-    from bench import activation_bytes, human_bytes   # the same trace dit.py prints
     with torch.device("meta"):                     # count parameters without allocating them
         n_params = sum(p.numel() for p in Compressor(cfg).parameters())
-    act = activation_bytes(cfg)
-    print(f"\n{cfg.compressor} at {cfg.rate}: {n_params / 1e6:.2f}M parameters, {act['memory_tokens']:,} memory "
-          f"tokens (padded grid); activation memory for one history (fp32, saved for backward, traced on the "
-          f"meta device): {human_bytes(act['compressor'])}")
+    print(f"\n{cfg.compressor} at {cfg.rate}: {n_params / 1e6:.2f}M parameters (activation memory: footprint.py)")
     if cfg.height * cfg.width <= 128 * 128 and cfg.history <= 64:
         video = torch.rand(2, cfg.history, 3, cfg.height, cfg.width) * 2 - 1
         print(f"\nvideo {tuple(video.shape)} at rate {cfg.rate}:")

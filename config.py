@@ -10,7 +10,10 @@ overrides the preset chosen with --scale.
 """
 import argparse
 import inspect
+import math
+import os
 import re
+import signal
 import sys
 from dataclasses import dataclass, fields, asdict
 
@@ -38,6 +41,10 @@ class Config:
     cross_attn: bool = False   # paper's enhancement: every block also cross-attends to memory
     context_cache: bool = False  # [ours] memory tokens attend only to memory, so sampling computes their
                                # keys/values once per chunk, not once per Euler step (bench.py's cost curve)
+    captions: bool = False     # condition the DiT on per-frame captions c (the storyboard world; a tiny
+                               # text encoder in dit.py, added to the time embedding in adaLN [ours as to form])
+    caption_dropout: float = 0.1  # share of training samples whose captions are dropped, so that sampling
+                               # without captions still works
     # --- the compressor phi (compressor.py) -------------------------------------------------
     compressor: str = "pfp"    # pfp | only_lr | without_lr | large_patchifier | none
     rate: str = "2x2x2"        # h x w x t compression relative to the DiT's token grid
@@ -118,6 +125,9 @@ COMPRESSORS = ["pfp", "only_lr", "without_lr", "large_patchifier", "none"]
 CHOICES = {"compressor": COMPRESSORS, "omega": ["random", "last"], "dtype": ["fp32", "bf16"]}
 
 
+MIN_SIDE = 11    # metrics.SSIM_WINDOW: SSIM needs frames at least this wide and high
+
+
 class ConfigError(ValueError):
     """A bad setting: the message is one line naming the problem and the fix."""
 
@@ -132,6 +142,44 @@ def fail(message: str):
     sys.exit(2)
 
 
+def finite_float(text: str) -> float:
+    """argparse type for float flags: nan and inf are refused where they are typed."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """argparse type for seeds: an integer in [0, 2**63), what torch's generators take."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+    if not 0 <= value < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 2**63)")
+    return value
+
+
+def run_main(main):
+    """Run a script's main(): bad input (ConfigError) is one line and exit 2 (fail), and Ctrl-C or
+    SIGTERM anywhere outside a training loop (which saves first, training.interruptible) is one
+    line and exit 130, never a traceback."""
+    def on_term(number, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        main()
+    except ConfigError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        print(f"interrupted: {os.path.basename(sys.argv[0])} stopped; files it had finished are kept", file=sys.stderr)
+        sys.exit(130)
+
+
 def check(cfg: Config, rate_must_divide: bool = True) -> Config:
     """Raise ConfigError for a setting no model can be built from.
 
@@ -142,8 +190,17 @@ def check(cfg: Config, rate_must_divide: bool = True) -> Config:
                  "val_videos", "eval_every", "log_every", "ckpt_every", "max_bad_steps"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name} must be a positive integer, got {getattr(cfg, name)}")
+    for f in fields(cfg):
+        if f.type is float and not math.isfinite(getattr(cfg, f.name)):
+            raise ConfigError(f"--{f.name} must be a finite number, got {getattr(cfg, f.name)}")
+    if not 0 <= cfg.seed < 2 ** 63:
+        raise ConfigError(f"--seed must be in [0, 2**63), got {cfg.seed}")
+    if min(cfg.height, cfg.width) < MIN_SIDE:
+        raise ConfigError(f"--height/--width {cfg.height}x{cfg.width}: at least {MIN_SIDE} pixels each, the side of "
+                          f"the SSIM window every evaluation uses (metrics.py)")
     ranges = {"ema": (0 <= cfg.ema < 1, "in [0, 1)"), "lr": (cfg.lr > 0, "above 0"),
               "mask_noise_min": (0 <= cfg.mask_noise_min <= 1, "in [0, 1]"), "split_full": (0 <= cfg.split_full <= 1, "in [0, 1]"),
+              "caption_dropout": (0 <= cfg.caption_dropout <= 1, "in [0, 1]"),
               "grad_clip": (cfg.grad_clip > 0, "above 0"), "weight_decay": (cfg.weight_decay >= 0, "0 or more"),
               "t_std": (cfg.t_std > 0, "above 0"), "t_shift": (cfg.t_shift > 0, "above 0"),
               "pos_bias": (cfg.pos_bias >= 0, "0 or more"), "rope_base": (cfg.rope_base > 1, "above 1"),
@@ -183,7 +240,7 @@ def result_fields(cfg: Config, skip=()) -> dict:
     or how fast it runs. Fields added after the results were cached count only when set away from
     their default, so those caches stay valid."""
     where = ("out", "threads", "device", "eval_every", "log_every", "ckpt_every", "max_bad_steps", "compile", *skip)
-    added_later = {"context_cache": False, "accum": 1, "dtype": "fp32"}
+    added_later = {"context_cache": False, "accum": 1, "dtype": "fp32", "captions": False, "caption_dropout": 0.1}
     return {k: v for k, v in asdict(cfg).items()
             if k not in where and not (k in added_later and v == added_later[k])}
 
@@ -213,7 +270,7 @@ def add_config_flags(parser: argparse.ArgumentParser):
 
     comments = field_comments()
     for f in fields(Config):
-        kind = parse_bool if f.type is bool else f.type
+        kind = {bool: parse_bool, float: finite_float}.get(f.type, seed_int if f.name == "seed" else f.type)
         choices = CHOICES.get(f.name)
         preset = ", ".join(f"{name} {getattr(cfg, f.name)!r}" for name, cfg in SCALES.items())
         parser.add_argument(f"--{f.name}", type=kind, default=None, choices=choices,

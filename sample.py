@@ -28,13 +28,16 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from config import Config, ConfigError, check, fail
-from compressor import Compressor, memory_positions
+from config import Config, ConfigError, fail, run_main, seed_int
+from checkpoint import load_checkpoint, writable_folder, write_atomically
+from compressor import memory_positions
 from data import DataError, VAL_SEED_OFFSET, synthetic_video, video_file_clips
-from dit import DiT
 from flow import euler_sample
+from footprint import check_fits, video_bytes
 from latent import encode, decode
 from metrics import psnr, ssim
+
+SHORT_VIDEO_ADVICE = "use a longer video: the checkpoint fixes the history and frame stride"
 
 
 @torch.no_grad()
@@ -188,50 +191,11 @@ def save_rows_gif(frames_of_rows, path, scale=4, ms=120):
                                                        append_images=images[1:], duration=ms, loop=0))
 
 
-def write_atomically(path, write):
-    """write(tmp_path), flush it to disk, then rename: an interrupted run never leaves a half-written
-    file, only the old one or the new one."""
-    stem, extension = os.path.splitext(path)
-    tmp = f"{stem}.tmp{extension}"                  # keeps the extension: imageio picks the format by it
-    write(tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_checkpoint(path, device="cpu") -> dict:
-    """torch.load with a one-line error for a missing, truncated or foreign file."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"checkpoint {path!r} not found: pass the ckpt.pt of a train_pfp.py or train_ar.py run (runs/<name>/ckpt.pt)")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=False)
-        check(Config(**ckpt["config"]))
-        return ckpt
-    except ConfigError:
-        raise
-    except Exception as e:
-        raise ConfigError(f"checkpoint {path!r} could not be read ({type(e).__name__}): it is truncated or not "
-                          f"from train_pfp.py/train_ar.py; retrain or pass another file")
-
-
-def load_checkpoint(path, device="cpu"):
-    """-> (cfg, dit, phi, stage) with the EMA weights; the config comes from the checkpoint itself."""
-    ckpt = read_checkpoint(path, device)
-    cfg = Config(**ckpt["config"])
-    dit, phi = DiT(cfg).to(device), Compressor(cfg).to(device)
-    try:
-        dit.load_state_dict(ckpt["dit_ema"])
-        phi.load_state_dict(ckpt["compressor_ema"])
-    except (KeyError, RuntimeError) as e:
-        raise ConfigError(f"checkpoint {path!r} does not match its own config ({type(e).__name__}): retrain it")
-    return cfg, dit.eval(), phi.eval(), ckpt.get("stage", 1)
-
-
 def prompt_clip(cfg: Config, video_path: str, seed: int, frames: int, after: int) -> tuple:
     """-> (clip (1, frames, 3, H, W), its true next `after` frames or None): the first frames of a
     video file, or of synthetic validation video `seed` (whose later frames are the truth)."""
     if video_path:
-        return video_file_clips(video_path, frames, cfg.height, cfg.frame_stride)[:1], None
+        return video_file_clips(video_path, frames, cfg.height, cfg.frame_stride, advice=SHORT_VIDEO_ADVICE)[:1], None
     full = synthetic_video(VAL_SEED_OFFSET + seed, frames + after, cfg.height)[None]   # (1, frames + after, 3, H, W)
     return full[:, :frames], full[:, frames:]
 
@@ -241,39 +205,41 @@ def main():
     parser.add_argument("--ckpt", required=True, help="a train_pfp.py or train_ar.py checkpoint (its config is used)")
     parser.add_argument("--retrieve", action="store_true", help="retrieve frames of a history (stage 1)")
     parser.add_argument("--generate", action="store_true", help="generate chunks after a prompt clip (stage 2)")
-    parser.add_argument("--seed", type=int, default=0, help="synthetic validation video number (default 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="synthetic validation video number (default 0)")
     parser.add_argument("--video", default="", help="a video file to use instead of a synthetic one (first clip)")
     parser.add_argument("--frames", type=int, nargs="*", default=None,
                         help="--retrieve: latent-frame indices to retrieve (default: spread across the history)")
     parser.add_argument("--chunks", type=int, default=16, help="--generate: chunks to generate (default 16)")
     parser.add_argument("--prompt", type=int, default=0,
                         help="--generate: prompt length in frames (default: half the history; a multiple of the rate's t)")
-    parser.add_argument("--noise_seed", type=int, default=0, help="seed of the sampler's noise")
+    parser.add_argument("--noise_seed", type=seed_int, default=0, help="seed of the sampler's noise, in [0, 2**63)")
     parser.add_argument("--out", default="", help="folder for the outputs (default: the checkpoint's)")
     parser.error = fail
     args = parser.parse_args()
     if args.retrieve == args.generate:
         fail("pass exactly one of --retrieve (stage 1) or --generate (stage 2)")
+    out = writable_folder(args.out or os.path.dirname(os.path.abspath(args.ckpt)))    # before any work
+    cfg, dit, phi, stage = load_checkpoint(args.ckpt)
     try:
-        cfg, dit, phi, stage = load_checkpoint(args.ckpt)
         if args.generate:
             step = cfg.vae_time * cfg.rate_hwt[2]                 # history lengths phi can pool exactly
             prompt_frames = args.prompt or cfg.history // 2 // step * step
             if prompt_frames < step or prompt_frames % step or args.chunks < 1:
                 raise ConfigError(f"--prompt must be a positive multiple of {step} frames and --chunks >= 1")
-            video, truth = prompt_clip(cfg, args.video, args.seed, prompt_frames, args.chunks * cfg.chunk * cfg.vae_time)
+            after = args.chunks * cfg.chunk * cfg.vae_time
+            check_fits(cfg, f"--chunks {args.chunks} ({prompt_frames + after:,} frames of {cfg.height}x{cfg.width}, "
+                       f"with the truth and the pictures)", video_bytes(6, prompt_frames + after, cfg))
+            video, truth = prompt_clip(cfg, args.video, args.seed, prompt_frames, after)
         elif args.video:
-            video = video_file_clips(args.video, cfg.history, cfg.height, cfg.frame_stride)[:1]   # (1, T, 3, H, W)
+            video = video_file_clips(args.video, cfg.history, cfg.height, cfg.frame_stride, advice=SHORT_VIDEO_ADVICE)[:1]
         else:
-            video = synthetic_video(VAL_SEED_OFFSET + args.seed, cfg.history, cfg.height)[None]
+            video = synthetic_video(VAL_SEED_OFFSET + args.seed, cfg.history, cfg.height)[None]   # (1, T, 3, H, W)
         T = cfg.latent_frames
         frames = args.frames or np.linspace(0, T - 1, min(8, T)).round().astype(int).tolist()
         if args.retrieve and not all(0 <= f < T for f in frames):
             raise ConfigError(f"--frames must lie in [0, {T - 1}], the latent frames of the history")
-    except (ConfigError, DataError) as e:
+    except DataError as e:
         fail(str(e))
-    out = args.out or os.path.dirname(os.path.abspath(args.ckpt))
-    os.makedirs(out, exist_ok=True)
     generator = torch.Generator().manual_seed(args.noise_seed)
     if args.generate:
         if stage != 2:
@@ -304,4 +270,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -39,14 +39,16 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from config import Config, ConfigError, Interrupted, add_config_flags, config_from_args, fail
+from config import Config, ConfigError, Interrupted, add_config_flags, config_from_args, fail, run_main
 from compressor import Compressor
 from data import DataError
 from dit import DiT
 from flow import add_noise, velocity_target, sample_t
 from latent import encode
 from metrics import psnr, ssim
-from sample import ar_context, chunk_positions, next_chunk, read_checkpoint, save_rows_png, write_atomically
+from checkpoint import RunFolder, read_checkpoint, write_atomically
+from footprint import check_training_fits
+from sample import ar_context, chunk_positions, next_chunk, save_rows_png
 from training import (accumulate_gradients, checkpoint_state, count_bad_steps, interruptible, log_row, make_optimizer,
                       micro_batch_size, optimizer_step, process_videos, random_batch, resume, start_run,
                       training_objective)
@@ -114,105 +116,114 @@ def stage2_config(args) -> Config:
 
 
 def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, position: int = 0,
-             resuming: bool = False) -> dict:
+             resuming: bool = False, overwrite: bool = False) -> dict:
     """Fine-tune (or, init='none', train from scratch) on L_ar; write run files to out -> summary.
-    Under torchrun every process trains; rank 0 alone logs, evaluates and writes files (as stage 1)."""
-    cfg, rank, world, say = start_run(cfg, out, quiet)
+    Under torchrun every process trains; rank 0 alone logs, evaluates and writes files (as stage 1).
+    The run folder is held as in train_pfp.train: nothing is written before the models are built."""
+    cfg, rank, world, say = start_run(cfg, quiet)
     micro, main_process, name = micro_batch_size(cfg, world), rank == 0, os.path.basename(os.path.normpath(out))
+    check_training_fits(cfg, cfg.history + cfg.chunk * cfg.vae_time, micro)
+    with RunFolder(out, resuming, overwrite, active=main_process) as folder:
 
-    # --- data: clips of the history plus one chunk ------------------------------------------
-    train_videos, pools, val, source = process_videos(cfg, rank, world, data, frames=cfg.history + cfg.chunk * cfg.vae_time)
-    say(f"data: {source}; train {tuple(train_videos.shape)}, val {tuple(val.shape)}")
+        # --- data: clips of the history plus one chunk ------------------------------------------
+        train_videos, pools, val, source = process_videos(cfg, rank, world, data, frames=cfg.history + cfg.chunk * cfg.vae_time)
+        say(f"data: {source}; train {tuple(train_videos.shape)}, val {tuple(val.shape)}")
 
-    # --- models -----------------------------------------------------------------------------
-    dit, phi, origin = init_models(cfg, init)
-    dit, phi = dit.to(cfg.device), phi.to(cfg.device)
-    ema_dit, ema_phi = copy.deepcopy(dit).requires_grad_(False), copy.deepcopy(phi).requires_grad_(False)
-    params = list(dit.parameters()) + list(phi.parameters())
-    with torch.no_grad():
-        n_context = ar_context(dit, phi, val[:1], cfg.latent_frames, cfg)[0].shape[1]
-    tokens_per_step = cfg.batch * (n_context + cfg.chunk * math.prod(cfg.token_grid[1:]))   # at the longest history
-    say(f"init: {origin}")
-    say(f"{cfg.compressor} {cfg.rate} + window {cfg.window}: {n_context} context tokens for a {cfg.latent_frames}-frame "
-        f"history of {math.prod(cfg.token_grid)} tokens; chunk {cfg.chunk} latent frames")
-    objective = training_objective(ar_loss, dit, phi, cfg, world)
-    optimizer, schedule = make_optimizer(params, cfg)
-    ema_pairs = list(zip(list(ema_dit.parameters()) + list(ema_phi.parameters()), params))
-    splits = split_points(cfg)
+        # --- models -----------------------------------------------------------------------------
+        dit, phi, origin = init_models(cfg, init)
+        dit, phi = dit.to(cfg.device), phi.to(cfg.device)
+        ema_dit, ema_phi = copy.deepcopy(dit).requires_grad_(False), copy.deepcopy(phi).requires_grad_(False)
+        params = list(dit.parameters()) + list(phi.parameters())
+        with torch.no_grad():
+            n_context = ar_context(dit, phi, val[:1], cfg.latent_frames, cfg)[0].shape[1]
+        tokens_per_step = cfg.batch * (n_context + cfg.chunk * math.prod(cfg.token_grid[1:]))   # at the longest history
+        say(f"init: {origin}")
+        say(f"{cfg.compressor} {cfg.rate} + window {cfg.window}: {n_context} context tokens for a {cfg.latent_frames}-frame "
+            f"history of {math.prod(cfg.token_grid)} tokens; chunk {cfg.chunk} latent frames")
+        objective = training_objective(ar_loss, dit, phi, cfg, world)
+        optimizer, schedule = make_optimizer(params, cfg)
+        ema_pairs = list(zip(list(ema_dit.parameters()) + list(ema_phi.parameters()), params))
+        splits = split_points(cfg)
 
-    def draw(i):
-        """Micro-batch i: (b, T + c, 3, H, W) clips and one split point s for all of them."""
-        s = splits[torch.randint(len(splits), ()).item()]
-        if torch.rand(()) < cfg.split_full:                          # ... or after the whole history
-            s = cfg.latent_frames
-        return random_batch(train_videos, pools[i], micro, cfg), s
+        def draw(i):
+            """Micro-batch i: (b, T + c, 3, H, W) clips and one split point s for all of them."""
+            s = splits[torch.randint(len(splits), ()).item()]
+            if torch.rand(()) < cfg.split_full:                          # ... or after the whole history
+                s = cfg.latent_frames
+            return random_batch(train_videos, pools[i], micro, cfg), s
 
-    def save_checkpoint(step):
-        state = checkpoint_state(cfg, step, dit, phi, ema_dit, ema_phi, stage=2, init=init,
-                                 optimizer=optimizer.state_dict(), schedule=schedule.state_dict())
-        write_atomically(os.path.join(out, "ckpt.pt"), lambda tmp: torch.save(state, tmp))
+        saved = []                                               # the line naming the last checkpoint
 
-    # --- training (as train_pfp.train: resume, NaN guard, checkpoints, Ctrl-C) ----------------
-    log_path = os.path.join(out, "metrics.jsonl")
-    models = {"dit": dit, "compressor": phi, "dit_ema": ema_dit, "compressor_ema": ema_phi}
-    first = resume(out, cfg, 2, models, optimizer, schedule, log_path) if resuming else 0
-    if resuming:
-        say(f"resumed at step {first} from {out}/ckpt.pt")
-    log = open(log_path, "a" if resuming else "w") if main_process else None
-    start = tick = time.time()
-    bar = tqdm(range(first, cfg.steps), desc=f"stage 2 {name}", dynamic_ncols=True, position=position, leave=not quiet,
-               disable=not main_process, initial=first, total=cfg.steps)
-    bad = 0
-    with interruptible() as stop:
-        for step in bar:
-            loss, per_sample, t = accumulate_gradients(objective, draw, step, rank, cfg)
-            grad_norm = optimizer_step(loss, params, optimizer, schedule, ema_pairs, step, cfg)
-            bad = count_bad_steps(bad, loss, grad_norm, step, cfg, out, bar.write if main_process else say)
-            if main_process and (step + 1) % cfg.log_every == 0:
-                ms = (time.time() - tick) * 1000 / cfg.log_every
-                tick = time.time()
-                row = log_row(step, loss, grad_norm, schedule, ms, tokens_per_step, per_sample, t)
-                log.write(json.dumps(row) + "\n")
-                log.flush()
-                bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
-            if main_process and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
-                eval_start = time.time()
-                result = evaluate_next_chunk(ema_dit, ema_phi, val, cfg)
-                log.write(json.dumps({"step": step + 1, "val": result}) + "\n")
-                log.flush()
-                if not quiet:
-                    bar.write(f"step {step + 1}: next-chunk PSNR {result['chunk_psnr']:.2f} dB, SSIM {result['chunk_ssim']:.3f}")
-                tick += time.time() - eval_start           # evaluation time is not training speed
-            if main_process and (stop or (step + 1) % cfg.ckpt_every == 0):
-                save_checkpoint(step + 1)
-            if stop:
-                raise Interrupted(f"interrupted at step {step + 1} of {cfg.steps}: {out}/ckpt.pt is saved; "
-                                  f"continue with the same command plus --resume")
-    bar.close()
-    train_seconds = time.time() - start
-    if world > 1:
-        dist.destroy_process_group()
-    if not main_process:
-        return {}
+        def save_checkpoint(step):
+            state = checkpoint_state(cfg, step, dit, phi, ema_dit, ema_phi, stage=2, init=init,
+                                     optimizer=optimizer.state_dict(), schedule=schedule.state_dict())
+            write_atomically(os.path.join(out, "ckpt.pt"), lambda tmp: torch.save(state, tmp))
+            saved[:] = [f"{out}/ckpt.pt holds the last good weights (step {step})"]
 
-    # --- final evaluation and a picture: the last frames, the true chunk, the predicted chunk ---
-    save_checkpoint(cfg.steps)
-    final = evaluate_next_chunk(ema_dit, ema_phi, val, cfg)
-    s, vt, c = cfg.latent_frames, cfg.vae_time, cfg.chunk
-    got = next_chunk(ema_dit, ema_phi, val[:4], s, cfg, torch.Generator().manual_seed(0))[0]   # (4, c*vt, 3, H, W)
-    rows = [row for v, g in zip(val[:4], got) for row in (v[(s - 2) * vt:(s + c) * vt], torch.cat([v[(s - 2) * vt:s * vt], g]))]
-    save_rows_png(rows, os.path.join(out, "next_chunk.png"))
-    summary = {"name": name, "stage": 2, "init": init, "init_origin": origin, "compressor": cfg.compressor,
-               "rate": cfg.rate, "window": cfg.window, "chunk": cfg.chunk, "data": cfg.data, "data_split": source,
-               "steps": cfg.steps, "context_tokens": n_context, **final, "train_seconds": train_seconds,
-               "wall_seconds": time.time() - start, "config": asdict(cfg)}
-    log.write(json.dumps({"step": cfg.steps, "val": final}) + "\n")
-    log.close()
-    write_atomically(os.path.join(out, "summary.json"), lambda tmp: open(tmp, "w").write(json.dumps(summary, indent=1)))
-    say(f"done in {summary['wall_seconds'] / 60:.1f} min: next-chunk PSNR {final['chunk_psnr']:.2f} dB, "
-        f"SSIM {final['chunk_ssim']:.3f}, {n_context} context tokens")
-    say(f"wrote {out}/summary.json, {out}/next_chunk.png, {out}/ckpt.pt")
-    return summary
+        # --- training (as train_pfp.train: resume, NaN guard, checkpoints, Ctrl-C) ----------------
+        log_path = os.path.join(out, "metrics.jsonl")
+        models = {"dit": dit, "compressor": phi, "dit_ema": ema_dit, "compressor_ema": ema_phi}
+        first = resume(out, cfg, 2, models, optimizer, schedule, log_path) if resuming else 0
+        if resuming:
+            say(f"resumed at step {first} from {out}/ckpt.pt")
+            saved[:] = [f"{out}/ckpt.pt holds the last good weights (step {first})"]
+        folder.start(asdict(cfg))                     # only now, all checked, is anything written to out
+        log = open(log_path, "a" if resuming else "w") if main_process else None
+        start = tick = time.time()
+        bar = tqdm(range(first, cfg.steps), desc=f"stage 2 {name}", dynamic_ncols=True, position=position, leave=not quiet,
+                   disable=not main_process, initial=first, total=cfg.steps)
+        bad = 0
+        with interruptible() as stop:
+            for step in bar:
+                loss, per_sample, t = accumulate_gradients(objective, draw, step, rank, cfg)
+                grad_norm, kept = optimizer_step(loss, params, optimizer, schedule, ema_pairs, step, cfg)
+                bad = count_bad_steps(bad, kept, loss, grad_norm, step, cfg, saved and saved[0],
+                                      bar.write if main_process else say)
+                if main_process and (step + 1) % cfg.log_every == 0:
+                    ms = (time.time() - tick) * 1000 / cfg.log_every
+                    tick = time.time()
+                    row = log_row(step, loss, grad_norm, schedule, ms, tokens_per_step, per_sample, t)
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+                if main_process and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+                    eval_start = time.time()
+                    result = evaluate_next_chunk(ema_dit, ema_phi, val, cfg)
+                    log.write(json.dumps({"step": step + 1, "val": result}) + "\n")
+                    log.flush()
+                    if not quiet:
+                        bar.write(f"step {step + 1}: next-chunk PSNR {result['chunk_psnr']:.2f} dB, SSIM {result['chunk_ssim']:.3f}")
+                    tick += time.time() - eval_start           # evaluation time is not training speed
+                if main_process and (stop or (step + 1) % cfg.ckpt_every == 0):
+                    save_checkpoint(step + 1)
+                if stop:
+                    raise Interrupted(f"interrupted at step {step + 1} of {cfg.steps}: {out}/ckpt.pt is saved; "
+                                      f"continue with the same command plus --resume")
+        bar.close()
+        train_seconds = time.time() - start
+        if world > 1:
+            dist.destroy_process_group()
+        if not main_process:
+            return {}
+
+        # --- final evaluation and a picture: the last frames, the true chunk, the predicted chunk ---
+        save_checkpoint(cfg.steps)
+        final = evaluate_next_chunk(ema_dit, ema_phi, val, cfg)
+        s, vt, c = cfg.latent_frames, cfg.vae_time, cfg.chunk
+        got = next_chunk(ema_dit, ema_phi, val[:4], s, cfg, torch.Generator().manual_seed(0))[0]   # (4, c*vt, 3, H, W)
+        rows = [row for v, g in zip(val[:4], got) for row in (v[(s - 2) * vt:(s + c) * vt], torch.cat([v[(s - 2) * vt:s * vt], g]))]
+        save_rows_png(rows, os.path.join(out, "next_chunk.png"))
+        summary = {"name": name, "stage": 2, "init": init, "init_origin": origin, "compressor": cfg.compressor,
+                   "rate": cfg.rate, "window": cfg.window, "chunk": cfg.chunk, "data": cfg.data, "data_split": source,
+                   "steps": cfg.steps, "context_tokens": n_context, **final, "train_seconds": train_seconds,
+                   "wall_seconds": time.time() - start, "config": asdict(cfg)}
+        log.write(json.dumps({"step": cfg.steps, "val": final}) + "\n")
+        log.close()
+        write_atomically(os.path.join(out, "summary.json"), lambda tmp: open(tmp, "w").write(json.dumps(summary, indent=1)))
+        say(f"done in {summary['wall_seconds'] / 60:.1f} min: next-chunk PSNR {final['chunk_psnr']:.2f} dB, "
+            f"SSIM {final['chunk_ssim']:.3f}, {n_context} context tokens")
+        say(f"wrote {out}/summary.json, {out}/next_chunk.png, {out}/ckpt.pt")
+        return summary
 
 
 def main():
@@ -221,14 +232,16 @@ def main():
                         help="a train_pfp.py ckpt.pt to fine-tune, or 'none' to train the same model from scratch")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out (or runs/<name>) from its ckpt.pt, exactly where it stopped")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in --out (without it, a folder holding a run is refused)")
     add_config_flags(parser)
+    args = parser.parse_args()
+    cfg = stage2_config(args)
+    tag = "scratch" if args.init == "none" else "init"
+    name = f"ar_{cfg.compressor}_{cfg.rate}_w{cfg.window}_{tag}" + ("" if cfg.data == "synthetic" else "_real")
     try:
-        args = parser.parse_args()
-        cfg = stage2_config(args)
-        tag = "scratch" if args.init == "none" else "init"
-        name = f"ar_{cfg.compressor}_{cfg.rate}_w{cfg.window}_{tag}" + ("" if cfg.data == "synthetic" else "_real")
-        train_ar(cfg, cfg.out or os.path.join("runs", name), args.init, resuming=args.resume)
-    except (ConfigError, DataError) as e:
+        train_ar(cfg, cfg.out or os.path.join("runs", name), args.init, resuming=args.resume, overwrite=args.overwrite)
+    except DataError as e:
         fail(str(e))
     except Interrupted as e:
         print(str(e), file=sys.stderr)
@@ -236,4 +249,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -29,14 +29,16 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from config import Config, ConfigError, Interrupted, add_config_flags, config_from_args, fail
+from config import Config, Interrupted, add_config_flags, config_from_args, fail, run_main
 from compressor import Compressor, memory_positions
 from data import DataError
 from dit import DiT
 from flow import add_noise, velocity_target, sample_t
 from latent import encode
 from metrics import psnr, ssim, load_stlpips
-from sample import retrieve, true_frames, save_rows_png, write_atomically
+from checkpoint import RunFolder, write_atomically
+from footprint import check_training_fits
+from sample import retrieve, true_frames, save_rows_png
 from training import (accumulate_gradients, checkpoint_state, count_bad_steps, interruptible, log_row, make_optimizer,
                       micro_batch_size, optimizer_step, process_videos, random_batch, resume, start_run,
                       training_objective)
@@ -130,118 +132,129 @@ def retrieval_rows(dit, phi, videos, cfg: Config, n_videos: int = 4, n_frames: i
     return rows
 
 
-def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int = 0, resuming: bool = False) -> dict:
+def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int = 0, resuming: bool = False,
+          overwrite: bool = False) -> dict:
     """Train phi and the DiT on L_pfp, evaluate retrieval, write run files to out -> summary.
     data: (train, val, source) to reuse videos already loaded (evaluate.py); quiet: bar only;
-    resuming: continue from out/ckpt.pt (--resume).
+    resuming: continue from out/ckpt.pt (--resume); overwrite: replace the run in out (--overwrite).
     Under torchrun every process trains; rank 0 alone logs, evaluates and writes files.
-    Raises ConfigError / DataError for bad input."""
-    cfg, rank, world, say = start_run(cfg, out, quiet)
+    Raises ConfigError / DataError for bad input, before writing anything."""
+    cfg, rank, world, say = start_run(cfg, quiet)
     micro, main_process, name = micro_batch_size(cfg, world), rank == 0, os.path.basename(os.path.normpath(out))
+    check_training_fits(cfg, cfg.history, micro)
+    with RunFolder(out, resuming, overwrite, active=main_process) as folder:
 
-    # --- data -------------------------------------------------------------------------------
-    train_videos, pools, val, source = process_videos(cfg, rank, world, data)
-    say(f"data: {source}; train {tuple(train_videos.shape)}" + (f" in this process of {world}" if world > 1 else "")
-        + f", val {tuple(val.shape)}")
+        # --- data -------------------------------------------------------------------------------
+        train_videos, pools, val, source = process_videos(cfg, rank, world, data)
+        say(f"data: {source}; train {tuple(train_videos.shape)}" + (f" in this process of {world}" if world > 1 else "")
+            + f", val {tuple(val.shape)}")
 
-    # --- models -----------------------------------------------------------------------------
-    dit, phi = DiT(cfg).to(cfg.device), Compressor(cfg).to(cfg.device)
-    phi.init_from_patchifier(dit.patchify.weight, dit.patchify.bias)
-    ema_dit, ema_phi = copy.deepcopy(dit).requires_grad_(False), copy.deepcopy(phi).requires_grad_(False)
-    params = list(dit.parameters()) + list(phi.parameters())
-    n_memory = phi(val[:1]).shape[1]
-    tokens_per_step = cfg.batch * (n_memory + (cfg.latent_frames if cfg.noise_as_mask else cfg.targets) * math.prod(cfg.token_grid[1:]))
-    say(f"DiT {sum(p.numel() for p in dit.parameters()) / 1e6:.2f}M params, compressor {cfg.compressor} "
-        f"{sum(p.numel() for p in phi.parameters()) / 1e6:.2f}M params, {n_memory} memory tokens for "
-        f"{math.prod(cfg.token_grid)} history tokens ({cfg.rate})")
-    say(f"global batch {cfg.batch} = {world} process(es) x {cfg.accum} micro-batch(es) of {micro}; {cfg.dtype}"
-        + (", compiled" if cfg.compile else ""))
-    objective = training_objective(pfp_loss, dit, phi, cfg, world)
+        # --- models -----------------------------------------------------------------------------
+        dit, phi = DiT(cfg).to(cfg.device), Compressor(cfg).to(cfg.device)
+        phi.init_from_patchifier(dit.patchify.weight, dit.patchify.bias)
+        ema_dit, ema_phi = copy.deepcopy(dit).requires_grad_(False), copy.deepcopy(phi).requires_grad_(False)
+        params = list(dit.parameters()) + list(phi.parameters())
+        n_memory = phi(val[:1]).shape[1]
+        tokens_per_step = cfg.batch * (n_memory + (cfg.latent_frames if cfg.noise_as_mask else cfg.targets) * math.prod(cfg.token_grid[1:]))
+        say(f"DiT {sum(p.numel() for p in dit.parameters()) / 1e6:.2f}M params, compressor {cfg.compressor} "
+            f"{sum(p.numel() for p in phi.parameters()) / 1e6:.2f}M params, {n_memory} memory tokens for "
+            f"{math.prod(cfg.token_grid)} history tokens ({cfg.rate})")
+        say(f"global batch {cfg.batch} = {world} process(es) x {cfg.accum} micro-batch(es) of {micro}; {cfg.dtype}"
+            + (", compiled" if cfg.compile else ""))
+        objective = training_objective(pfp_loss, dit, phi, cfg, world)
 
-    optimizer, schedule = make_optimizer(params, cfg)
-    ema_pairs = list(zip(list(ema_dit.parameters()) + list(ema_phi.parameters()), params))
+        optimizer, schedule = make_optimizer(params, cfg)
+        ema_pairs = list(zip(list(ema_dit.parameters()) + list(ema_phi.parameters()), params))
 
-    def save_checkpoint(step):
-        state = checkpoint_state(cfg, step, dit, phi, ema_dit, ema_phi, stage=1, optimizer=optimizer.state_dict(),
-                                 schedule=schedule.state_dict())
-        write_atomically(os.path.join(out, "ckpt.pt"), lambda tmp: torch.save(state, tmp))
+        saved = []                                               # the line naming the last checkpoint
 
-    # --- training ---------------------------------------------------------------------------
-    log_path = os.path.join(out, "metrics.jsonl")
-    models = {"dit": dit, "compressor": phi, "dit_ema": ema_dit, "compressor_ema": ema_phi}
-    first = resume(out, cfg, 1, models, optimizer, schedule, log_path) if resuming else 0
-    if resuming:
-        say(f"resumed at step {first} from {out}/ckpt.pt")
-    log = open(log_path, "a" if resuming else "w") if main_process else None
-    start = time.time()
-    bar = tqdm(range(first, cfg.steps), desc=f"stage 1 {name}", dynamic_ncols=True, position=position, leave=not quiet,
-               disable=not main_process, initial=first, total=cfg.steps)
-    tick, bad = time.time(), 0
-    with interruptible() as stop:
-        for step in bar:
-            loss, per_sample, t = accumulate_gradients(objective, lambda i: (random_batch(train_videos, pools[i], micro, cfg),),
-                                                       step, rank, cfg)
-            grad_norm = optimizer_step(loss, params, optimizer, schedule, ema_pairs, step, cfg)
-            bad = count_bad_steps(bad, loss, grad_norm, step, cfg, out, bar.write if main_process else say)
-            if main_process and (step + 1) % cfg.log_every == 0:
-                ms = (time.time() - tick) * 1000 / cfg.log_every
-                tick = time.time()
-                row = log_row(step, loss, grad_norm, schedule, ms, tokens_per_step, per_sample, t)
-                log.write(json.dumps(row) + "\n")
-                log.flush()
-                bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
-            if main_process and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
-                eval_start = time.time()
-                result = summarise(evaluate_retrieval(ema_dit, ema_phi, val[:8], cfg, groups_per_video=2), cfg)
-                log.write(json.dumps({"step": step + 1, "val": result}) + "\n")
-                log.flush()
-                if not quiet:
-                    bar.write(f"step {step + 1}: val PSNR {result['psnr']:.2f} dB (first/middle/last third "
-                              f"{result['psnr_first']:.2f}/{result['psnr_middle']:.2f}/{result['psnr_last']:.2f}), SSIM {result['ssim']:.3f}")
-                tick += time.time() - eval_start           # evaluation time is not training speed
-            if main_process and (stop or (step + 1) % cfg.ckpt_every == 0):
-                save_checkpoint(step + 1)
-            if stop:
-                raise Interrupted(f"interrupted at step {step + 1} of {cfg.steps}: {out}/ckpt.pt is saved; "
-                                  f"continue with the same command plus --resume")
-    bar.close()
-    train_seconds = time.time() - start
-    if world > 1:
-        dist.destroy_process_group()
-    if not main_process:
-        return {}
+        def save_checkpoint(step):
+            state = checkpoint_state(cfg, step, dit, phi, ema_dit, ema_phi, stage=1, optimizer=optimizer.state_dict(),
+                                     schedule=schedule.state_dict())
+            write_atomically(os.path.join(out, "ckpt.pt"), lambda tmp: torch.save(state, tmp))
+            saved[:] = [f"{out}/ckpt.pt holds the last good weights (step {step})"]
 
-    # --- final evaluation: every frame of every validation video, once ---------------------------
-    save_checkpoint(cfg.steps)
-    scores = evaluate_retrieval(ema_dit, ema_phi, val, cfg, groups_per_video=cfg.latent_frames // cfg.targets,
-                                lpips=load_stlpips())
-    final = summarise(scores, cfg)
-    save_rows_png(retrieval_rows(ema_dit, ema_phi, val, cfg), os.path.join(out, "retrieval.png"))
-    summary = {"name": name, "compressor": cfg.compressor, "rate": cfg.rate, "omega": cfg.omega, "data": cfg.data,
-               "data_split": source, "steps": cfg.steps, "memory_tokens": n_memory,
-               "history_tokens": math.prod(cfg.token_grid), **final, **by_position(scores, cfg),
-               "train_seconds": train_seconds, "wall_seconds": time.time() - start, "config": asdict(cfg)}
-    log.write(json.dumps({"step": cfg.steps, "val": final}) + "\n")
-    log.close()
-    write_atomically(os.path.join(out, "summary.json"), lambda tmp: open(tmp, "w").write(json.dumps(summary, indent=1)))
-    say(f"done in {summary['wall_seconds'] / 60:.1f} min: val retrieval PSNR {final['psnr']:.2f} dB "
-        f"(first/middle/last third {final['psnr_first']:.2f}/{final['psnr_middle']:.2f}/{final['psnr_last']:.2f}), "
-        f"SSIM {final['ssim']:.3f}, {n_memory} memory tokens")
-    say(f"wrote {out}/summary.json, {out}/retrieval.png, {out}/ckpt.pt")
-    return summary
+        # --- training ---------------------------------------------------------------------------
+        log_path = os.path.join(out, "metrics.jsonl")
+        models = {"dit": dit, "compressor": phi, "dit_ema": ema_dit, "compressor_ema": ema_phi}
+        first = resume(out, cfg, 1, models, optimizer, schedule, log_path) if resuming else 0
+        if resuming:
+            say(f"resumed at step {first} from {out}/ckpt.pt")
+            saved[:] = [f"{out}/ckpt.pt holds the last good weights (step {first})"]
+        folder.start(asdict(cfg))                     # only now, all checked, is anything written to out
+        log = open(log_path, "a" if resuming else "w") if main_process else None
+        start = time.time()
+        bar = tqdm(range(first, cfg.steps), desc=f"stage 1 {name}", dynamic_ncols=True, position=position, leave=not quiet,
+                   disable=not main_process, initial=first, total=cfg.steps)
+        tick, bad = time.time(), 0
+        with interruptible() as stop:
+            for step in bar:
+                loss, per_sample, t = accumulate_gradients(objective, lambda i: (random_batch(train_videos, pools[i], micro, cfg),),
+                                                           step, rank, cfg)
+                grad_norm, kept = optimizer_step(loss, params, optimizer, schedule, ema_pairs, step, cfg)
+                bad = count_bad_steps(bad, kept, loss, grad_norm, step, cfg, saved and saved[0],
+                                      bar.write if main_process else say)
+                if main_process and (step + 1) % cfg.log_every == 0:
+                    ms = (time.time() - tick) * 1000 / cfg.log_every
+                    tick = time.time()
+                    row = log_row(step, loss, grad_norm, schedule, ms, tokens_per_step, per_sample, t)
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+                if main_process and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+                    eval_start = time.time()
+                    result = summarise(evaluate_retrieval(ema_dit, ema_phi, val[:8], cfg, groups_per_video=2), cfg)
+                    log.write(json.dumps({"step": step + 1, "val": result}) + "\n")
+                    log.flush()
+                    if not quiet:
+                        bar.write(f"step {step + 1}: val PSNR {result['psnr']:.2f} dB (first/middle/last third "
+                                  f"{result['psnr_first']:.2f}/{result['psnr_middle']:.2f}/{result['psnr_last']:.2f}), SSIM {result['ssim']:.3f}")
+                    tick += time.time() - eval_start           # evaluation time is not training speed
+                if main_process and (stop or (step + 1) % cfg.ckpt_every == 0):
+                    save_checkpoint(step + 1)
+                if stop:
+                    raise Interrupted(f"interrupted at step {step + 1} of {cfg.steps}: {out}/ckpt.pt is saved; "
+                                      f"continue with the same command plus --resume")
+        bar.close()
+        train_seconds = time.time() - start
+        if world > 1:
+            dist.destroy_process_group()
+        if not main_process:
+            return {}
+
+        # --- final evaluation: every frame of every validation video, once ---------------------------
+        save_checkpoint(cfg.steps)
+        scores = evaluate_retrieval(ema_dit, ema_phi, val, cfg, groups_per_video=cfg.latent_frames // cfg.targets,
+                                    lpips=load_stlpips())
+        final = summarise(scores, cfg)
+        save_rows_png(retrieval_rows(ema_dit, ema_phi, val, cfg), os.path.join(out, "retrieval.png"))
+        summary = {"name": name, "compressor": cfg.compressor, "rate": cfg.rate, "omega": cfg.omega, "data": cfg.data,
+                   "data_split": source, "steps": cfg.steps, "memory_tokens": n_memory,
+                   "history_tokens": math.prod(cfg.token_grid), **final, **by_position(scores, cfg),
+                   "train_seconds": train_seconds, "wall_seconds": time.time() - start, "config": asdict(cfg)}
+        log.write(json.dumps({"step": cfg.steps, "val": final}) + "\n")
+        log.close()
+        write_atomically(os.path.join(out, "summary.json"), lambda tmp: open(tmp, "w").write(json.dumps(summary, indent=1)))
+        say(f"done in {summary['wall_seconds'] / 60:.1f} min: val retrieval PSNR {final['psnr']:.2f} dB "
+            f"(first/middle/last third {final['psnr_first']:.2f}/{final['psnr_middle']:.2f}/{final['psnr_last']:.2f}), "
+            f"SSIM {final['ssim']:.3f}, {n_memory} memory tokens")
+        say(f"wrote {out}/summary.json, {out}/retrieval.png, {out}/ckpt.pt")
+        return summary
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out (or runs/<name>) from its ckpt.pt, exactly where it stopped")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in --out (without it, a folder holding a run is refused)")
     add_config_flags(parser)
+    args = parser.parse_args()
+    cfg = config_from_args(args)
+    name = f"{cfg.compressor}_{cfg.rate}" + ("" if cfg.data == "synthetic" else "_real")
     try:
-        args = parser.parse_args()
-        cfg = config_from_args(args)
-        name = f"{cfg.compressor}_{cfg.rate}" + ("" if cfg.data == "synthetic" else "_real")
-        train(cfg, cfg.out or os.path.join("runs", name), resuming=args.resume)
-    except (ConfigError, DataError) as e:
+        train(cfg, cfg.out or os.path.join("runs", name), resuming=args.resume, overwrite=args.overwrite)
+    except DataError as e:
         fail(str(e))
     except Interrupted as e:
         print(str(e), file=sys.stderr)
@@ -249,4 +262,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

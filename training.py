@@ -16,6 +16,7 @@ import json
 import math
 import os
 import signal
+import sys
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, replace
 
@@ -24,10 +25,12 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+MAX_UPDATE = 1.0     # the NaN guard undoes an update that moves the weights by more than their own norm
+
 from config import Config, ConfigError, result_fields
 from data import TRAIN_SEED_OFFSET, VAL_SEED_OFFSET, synthetic_videos, video_folder_clips
 from flow import loss_per_t_bin
-from sample import read_checkpoint, write_atomically
+from checkpoint import read_checkpoint, write_atomically
 
 
 def load_videos(cfg: Config, frames: int = 0, progress: bool = True, only=None):
@@ -118,9 +121,9 @@ def process_videos(cfg: Config, rank: int, world: int, data=None, frames: int = 
     return train.to(cfg.device), pools, val.to(cfg.device), source
 
 
-def start_run(cfg: Config, out: str, quiet: bool) -> tuple:
+def start_run(cfg: Config, quiet: bool) -> tuple:
     """What every training run does first: check the device, join torchrun's processes, seed (the
-    same initial weights everywhere), set threads, print and save the config (rank 0).
+    same initial weights everywhere), set threads, print the config. Nothing is written yet.
     -> (cfg, rank, world, say), say printing on rank 0 unless quiet."""
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {cfg.device}: no CUDA GPU is visible to PyTorch here; use --device cpu")
@@ -130,9 +133,6 @@ def start_run(cfg: Config, out: str, quiet: bool) -> tuple:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     say(json.dumps(asdict(cfg)))
-    if rank == 0:
-        os.makedirs(out, exist_ok=True)
-        write_atomically(os.path.join(out, "config.json"), lambda tmp: open(tmp, "w").write(json.dumps(asdict(cfg), indent=1)))
     return cfg, rank, world, say
 
 
@@ -179,27 +179,44 @@ def accumulate_gradients(objective, draw, step: int, rank: int, cfg: Config) -> 
     return torch.stack(losses).mean(), torch.cat(per_sample), torch.cat(ts)
 
 
-def optimizer_step(loss, params, optimizer, schedule, ema_pairs, step: int, cfg: Config):
-    """Clip, AdamW, the learning-rate schedule and the EMA, after accumulate_gradients -> the
-    gradient norm before clipping. The NaN guard: a non-finite loss or gradient norm skips the
-    update, so the weights (and the checkpoints written from them) stay the last good ones."""
+def optimizer_step(loss, params, optimizer, schedule, ema_pairs, step: int, cfg: Config) -> tuple:
+    """Clip, AdamW, the learning-rate schedule and the EMA, after accumulate_gradients ->
+    (gradient norm before clipping, whether the update was kept).
+
+    The NaN guard: a non-finite loss or gradient norm skips the update; so does an update that
+    moves the weights by more than MAX_UPDATE of their own norm (a diverging step, e.g. --lr 1e30,
+    whose loss is still finite), which is undone. So the weights, and the checkpoints written
+    from them, stay the last good ones. (AdamW's moments keep the undone step's clipped gradient.)"""
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-    if torch.isfinite(loss) and torch.isfinite(grad_norm):
+    kept = bool(torch.isfinite(loss) and torch.isfinite(grad_norm))
+    if kept:
+        before = [p.detach().clone() for p in params]
         optimizer.step()
+        with torch.no_grad():
+            moved = torch.stack([(p - b).pow(2).sum() for p, b in zip(params, before)]).sum().sqrt()
+            size = torch.stack([b.pow(2).sum() for b in before]).sum().sqrt()
+            kept = bool(torch.isfinite(moved) and moved <= MAX_UPDATE * size)
+            if not kept:
+                for p, b in zip(params, before):
+                    p.copy_(b)
+    if kept:
         schedule.step()
         update_ema(ema_pairs, step, cfg)
     optimizer.zero_grad(set_to_none=True)
-    return grad_norm
+    return grad_norm, kept
 
 
-def count_bad_steps(bad: int, loss, grad_norm, step: int, cfg: Config, out: str, say) -> int:
-    """The NaN guard's tally of skipped steps in a row -> the new tally; too many raise ConfigError."""
-    if torch.isfinite(loss) and torch.isfinite(grad_norm):
+def count_bad_steps(bad: int, kept: bool, loss, grad_norm, step: int, cfg: Config, saved: str, say) -> int:
+    """The NaN guard's tally of skipped steps in a row -> the new tally; too many raise ConfigError.
+    saved: the line saying where the last good weights are (None while no checkpoint exists)."""
+    if kept:
         return 0
-    say(f"step {step + 1}: loss {loss.item():.3g}, gradient norm {grad_norm.item():.3g}: not finite, step skipped")
+    finite = bool(torch.isfinite(loss) and torch.isfinite(grad_norm))
+    why = f"an update moving the weights by over {MAX_UPDATE:g} of their norm" if finite else "not finite"
+    say(f"step {step + 1}: loss {loss.item():.3g}, gradient norm {grad_norm.item():.3g}: {why}, step skipped")
     if bad + 1 >= cfg.max_bad_steps:
-        raise ConfigError(f"the loss or gradients were not finite for {bad + 1} steps in a row (to step {step + 1}): "
-                          f"lower --lr or use --dtype fp32; {out}/ckpt.pt holds the last good weights")
+        raise ConfigError(f"{bad + 1} steps in a row were skipped (to step {step + 1}; the last: {why}): lower --lr or "
+                          f"use --dtype fp32; " + (saved or "no checkpoint was written yet, so no weights are kept"))
     return bad + 1
 
 
@@ -232,7 +249,15 @@ def resume(out: str, cfg: Config, stage: int, models: dict, optimizer, schedule,
     optimizer.load_state_dict(ckpt["optimizer"])
     schedule.load_state_dict(ckpt["schedule"])
     if os.path.isfile(log_path):                  # a SIGKILL may have cut the last line short: drop it too
-        rows = [line for line in open(log_path) if line.endswith("\n") and json.loads(line)["step"] <= ckpt["step"]]
+        rows, corrupt = [], 0
+        for line in open(log_path, errors="replace"):
+            try:
+                if json.loads(line)["step"] <= ckpt["step"] and line.endswith("\n"):
+                    rows.append(line)
+            except (ValueError, KeyError, TypeError):
+                corrupt += line.endswith("\n")         # not the last line a kill cut short
+        if corrupt:
+            print(f"warning: {log_path}: {corrupt} unreadable line(s) dropped", file=sys.stderr)
         write_atomically(log_path, lambda tmp: open(tmp, "w").writelines(rows))
     return ckpt["step"]
 

@@ -140,7 +140,13 @@ def test_paper_scale_prints_counts_without_allocating(script):
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "187,200" in done.stdout                                 # 120 latent frames x 30 x 52 DiT tokens
-    assert "activation memory" in done.stdout
+
+
+def test_footprint_prints_paper_scale_activation_memory_without_allocating():
+    done = subprocess.run([sys.executable, "footprint.py", "--scale", "paper"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "activation memory" in done.stdout and "6,240 memory tokens" in done.stdout
 
 
 def test_cpu_attention_flops_are_counted_in_closed_form():
@@ -156,16 +162,16 @@ def test_cpu_attention_flops_are_counted_in_closed_form():
 
 def test_activation_trace_counts_what_backward_keeps():
     """The meta-device trace grows linearly with depth and the batch, and counts the attention bias once."""
-    import bench
+    import footprint
     cfg = SCALES["tiny"]
-    one, two = bench.activation_bytes(cfg), bench.activation_bytes(replace(cfg, depth=2 * cfg.depth))
+    one, two = footprint.activation_bytes(cfg), footprint.activation_bytes(replace(cfg, depth=2 * cfg.depth))
     per_block = two["dit"] - one["dit"]
     assert per_block > 0 and abs((one["dit"] - per_block) / per_block) < 0.5   # the blocks dominate
-    batch_two = bench.activation_bytes(cfg, batch=2)["dit"]
+    batch_two = footprint.activation_bytes(cfg, batch=2)["dit"]
     assert abs(batch_two - 2 * one["dit"]) < 0.05 * batch_two                  # all but a few shared tables
     n = one["memory_tokens"] + cfg.targets * 64
     assert one["attention_bias"] == cfg.heads * n * n * 4                        # one fp32 bias, shared by all blocks
-    assert bench.activation_bytes(replace(cfg, pos_bias=0.0))["attention_bias"] == 0
+    assert footprint.activation_bytes(replace(cfg, pos_bias=0.0))["attention_bias"] == 0
 
 
 def test_bench_writes_its_tables_and_curve(tmp_path):

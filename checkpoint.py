@@ -1,0 +1,204 @@
+"""Files a run leaves behind, and how they are kept safe: none of it is the paper's method.
+
+- write_atomically: write a temporary file (a name unique to this process), flush it to disk,
+  rename it over the old one. An interrupted or failed write leaves the old file, never half of one.
+- read_checkpoint / load_checkpoint: torch.load with weights_only=True. A checkpoint holds only
+  tensors, dicts, lists, numbers and strings, so loading one can never run code from it.
+- RunFolder: a training run's --out. A new run refuses a folder that already holds a run
+  (--resume continues it, --overwrite replaces it); a lock file holding the writer's pid keeps a
+  second run out while the first lives, and a lock whose process is gone is taken over.
+
+    python sample.py --ckpt runs/pfp_2x2x2/ckpt.pt --retrieve      # loads through here
+"""
+import json
+import os
+import pickle
+import uuid
+
+import torch
+
+from config import Config, ConfigError, check
+from compressor import Compressor
+from dit import DiT
+
+RUN_FILES = ("ckpt.pt", "metrics.jsonl", "config.json", "summary.json", "retrieval.png", "next_chunk.png")
+
+
+def write_atomically(path, write):
+    """write(tmp_path), flush it to disk, then rename over `path`. On any failure (a full disk, a
+    read-only folder, Ctrl-C) the temporary file is removed and `path` keeps its old contents;
+    OSError becomes one line (ConfigError)."""
+    stem, extension = os.path.splitext(path)
+    tmp = f"{stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{extension}"   # the extension lets imageio pick the format
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if isinstance(e, OSError):
+            kept = "its previous version is kept" if os.path.exists(path) else "nothing was written"
+            raise ConfigError(f"could not write {path}: {e.strerror or e} ({kept}); free disk space or choose another --out") from e
+        raise
+
+
+def writable_folder(path: str, flag: str = "--out") -> str:
+    """Check, before any work, that `path` is (or can be made) a folder we can write -> path.
+    Only a folder this call created is removed again, so a failed run leaves nothing behind."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{flag} {path} is a file, not a folder: choose a folder")
+    made = not os.path.exists(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".probe-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError(f"{flag} {path} cannot be written ({e.strerror or e}): choose a folder you can write to") from e
+    finally:
+        if made and os.path.isdir(path) and not os.listdir(path):
+            os.rmdir(path)
+    return path
+
+
+def read_checkpoint(path, device="cpu") -> dict:
+    """torch.load(weights_only=True) with a one-line error for a missing, truncated or foreign file,
+    or one that holds Python objects (whose unpickling could run code: refused, never run)."""
+    if os.path.isdir(path) or not os.path.exists(path):
+        raise ConfigError(f"checkpoint {path!r} not found: pass the ckpt.pt of a train_pfp.py or train_ar.py run (runs/<name>/ckpt.pt)")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):       # garbage, not an object: the truncated case below
+            raise ConfigError(f"checkpoint {path!r} could not be read (not a PyTorch checkpoint): it is truncated or not "
+                              f"from train_pfp.py/train_ar.py; retrain or pass another file") from e
+        raise ConfigError(f"checkpoint {path!r} holds Python objects, not only weights: refused unread, since loading "
+                          f"it could run code; use checkpoints written by train_pfp.py/train_ar.py") from e
+    except Exception as e:
+        raise ConfigError(f"checkpoint {path!r} could not be read ({type(e).__name__}): it is truncated or not "
+                          f"from train_pfp.py/train_ar.py; retrain or pass another file") from e
+    try:
+        check(Config(**ckpt["config"]))
+        ckpt["dit"], ckpt["dit_ema"], ckpt["compressor_ema"]
+    except ConfigError as e:
+        raise ConfigError(f"checkpoint {path!r} has an invalid config ({e})") from e
+    except (KeyError, TypeError, IndexError) as e:
+        raise ConfigError(f"checkpoint {path!r} lacks what train_pfp.py/train_ar.py write ({type(e).__name__}: {e}): "
+                          f"pass a ckpt.pt of theirs") from e
+    return ckpt
+
+
+def load_checkpoint(path, device="cpu"):
+    """-> (cfg, dit, phi, stage) with the EMA weights; the config comes from the checkpoint itself."""
+    ckpt = read_checkpoint(path, device)
+    cfg = Config(**ckpt["config"])
+    dit, phi = DiT(cfg).to(device), Compressor(cfg).to(device)
+    try:
+        dit.load_state_dict(ckpt["dit_ema"])
+        phi.load_state_dict(ckpt["compressor_ema"])
+    except (KeyError, RuntimeError) as e:
+        raise ConfigError(f"checkpoint {path!r} does not match its own config ({type(e).__name__}): retrain it") from e
+    return cfg, dit.eval(), phi.eval(), ckpt.get("stage", 1)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:                       # alive, but another user's
+        return True
+    return True
+
+
+class RunFolder:
+    """A training run's --out, held for one writer.
+
+    claim() checks everything before the run does any work: --out is a folder we can write; it
+    holds no run unless --resume (continue it) or --overwrite (replace it) says what to do; no
+    live process holds its lock. The lock (<out>/.lock, the writer's pid) is taken with O_EXCL, so
+    two runs starting together cannot both get it; a lock whose pid is gone is stale and taken
+    over. start() then clears an overwritten run's files, and release() drops the lock (and the
+    folder, if this run created it and wrote nothing)."""
+
+    def __init__(self, path: str, resuming: bool = False, overwrite: bool = False, active: bool = True):
+        self.path, self.resuming, self.overwrite, self.active = path, resuming, overwrite, active
+        self.lock, self.made, self.held = os.path.join(path, ".lock"), False, False
+
+    def claim(self) -> "RunFolder":
+        if not self.active:                      # under torchrun only rank 0 writes files
+            return self
+        if self.resuming and self.overwrite:
+            raise ConfigError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise ConfigError(f"--out {self.path} is a file, not a folder: choose a folder")
+        self.made = not os.path.exists(self.path)
+        writable_folder(self.path)
+        os.makedirs(self.path, exist_ok=True)
+        self.take_lock()
+        try:
+            held = [f for f in RUN_FILES if os.path.exists(os.path.join(self.path, f))]
+            if self.resuming and not os.path.isfile(os.path.join(self.path, "ckpt.pt")):
+                raise ConfigError(f"--resume: {self.path} holds no ckpt.pt to continue from: drop --resume to start the run")
+            if held and not self.resuming and not self.overwrite:
+                raise ConfigError(f"--out {self.path} already holds a run ({', '.join(held)}): add --resume to continue it, "
+                                  f"--overwrite to replace it, or choose another --out")
+        except ConfigError:
+            self.release()
+            raise
+        return self
+
+    def take_lock(self):
+        for _ in range(3):
+            try:
+                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    other = int(open(self.lock).read().strip() or 0)
+                except (OSError, ValueError):
+                    other = 0
+                if other and other != os.getpid() and pid_alive(other):
+                    self.release()
+                    raise ConfigError(f"another run (pid {other}) is writing to {self.path}: wait for it, stop it, "
+                                      f"or choose another --out")
+                try:                              # stale: its writer is gone; take it over
+                    os.remove(self.lock)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            self.held = True
+            return
+        raise ConfigError(f"could not take the lock {self.lock}: another run is starting there; try again")
+
+    def start(self, config: dict):
+        """The run has its data and models: an overwritten run's files go now, not before, and the
+        config is written. A run that fails earlier has written nothing."""
+        if not self.active:
+            return
+        if self.overwrite:
+            for name in RUN_FILES:
+                path = os.path.join(self.path, name)
+                if os.path.exists(path):
+                    os.remove(path)
+        write_atomically(os.path.join(self.path, "config.json"), lambda tmp: open(tmp, "w").write(json.dumps(config, indent=1)))
+
+    def release(self):
+        if self.held:
+            try:
+                if int(open(self.lock).read().strip() or 0) == os.getpid():
+                    os.remove(self.lock)
+            except (OSError, ValueError):
+                pass
+            self.held = False
+        if self.made and os.path.isdir(self.path) and not os.listdir(self.path):
+            os.rmdir(self.path)
+
+    def __enter__(self):
+        return self.claim()
+
+    def __exit__(self, *exc):
+        self.release()

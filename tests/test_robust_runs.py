@@ -1,0 +1,242 @@
+"""Nothing lost, part two: checkpoints that cannot run code, run folders that are never clobbered,
+one writer per folder, a NaN guard that tells the truth, and one line instead of a traceback.
+
+Most cases call a script's main() in this process (through config.run_main, as `python X.py`
+does), which is much faster than a subprocess; signals need a real process."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+
+import sample
+import train_ar
+import train_pfp
+from checkpoint import write_atomically
+from config import SCALES, ConfigError, check, run_main
+from train_pfp import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--dim", "32", "--depth", "1", "--heads", "2", "--hr_channels", "8", "--history", "8", "--batch", "4",
+         "--train_videos", "8", "--val_videos", "2", "--sample_steps", "2", "--threads", "1", "--warmup", "2",
+         "--eval_every", "100000", "--log_every", "1"]
+UNWRITABLE = "/proc/pfp-mini-cannot-write-here"          # not a folder anyone can create, root included
+
+
+def cli(capsys, module, *argv) -> tuple:
+    """Run module.main() as `python module.py argv...` -> (exit code, stderr)."""
+    old_argv, old_term = sys.argv, signal.getsignal(signal.SIGTERM)
+    sys.argv = [f"{module.__name__}.py", *map(str, argv)]
+    capsys.readouterr()
+    try:
+        run_main(module.main)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        sys.argv = old_argv
+        signal.signal(signal.SIGTERM, old_term)
+    return code, capsys.readouterr().err
+
+
+def one_line(err: str) -> str:
+    """The error line (tqdm's bars also write to stderr); there must be exactly one and no traceback."""
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert "Traceback" not in err and len(lines) == 1, err[-2000:]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny stage-1 run: its folder."""
+    out = tmp_path_factory.mktemp("robust") / "run"
+    cfg = check(replace(SCALES["tiny"], dim=32, depth=1, heads=2, hr_channels=8, history=8, steps=6, batch=4,
+                        train_videos=8, val_videos=2, sample_steps=2, threads=1, warmup=2, ckpt_every=3,
+                        eval_every=100000, log_every=1))
+    train(cfg, str(out), quiet=True)
+    return out
+
+
+def snapshot(folder) -> dict:
+    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
+
+
+# --- checkpoints that cannot run code ---------------------------------------------------------
+class CreatesAFile:
+    """Unpickling this calls open(path, "w"): what a malicious checkpoint could do instead."""
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_unread(tmp_path, capsys, finished):
+    marker = tmp_path / "created-by-the-checkpoint"
+    evil = torch.load(finished / "ckpt.pt", weights_only=True)
+    evil["config"]["payload"] = CreatesAFile(str(marker))
+    torch.save(evil, tmp_path / "ckpt.pt")
+    cases = [(sample, "--ckpt", tmp_path / "ckpt.pt", "--retrieve"),
+             (train_ar, "--init", tmp_path / "ckpt.pt", "--steps", "1", "--out", tmp_path / "ar"),
+             (train_pfp, *SMALL, "--steps", "6", "--out", tmp_path, "--resume")]
+    for module, *argv in cases:
+        code, err = cli(capsys, module, *argv)
+        assert code == 2 and "refused unread" in one_line(err), (module.__name__, err[-500:])
+        assert not marker.exists(), module.__name__
+    assert not (tmp_path / "ar").exists() and not (tmp_path / "config.json").exists()
+
+
+def test_a_checkpoint_without_the_weights_is_one_line(tmp_path, capsys, finished):
+    ckpt = torch.load(finished / "ckpt.pt", weights_only=True)
+    del ckpt["dit_ema"]
+    torch.save(ckpt, tmp_path / "partial.pt")
+    for module, *argv in [(train_ar, "--init", tmp_path / "partial.pt", "--out", tmp_path / "ar"),
+                          (sample, "--ckpt", tmp_path / "partial.pt", "--generate")]:
+        code, err = cli(capsys, module, *argv)
+        assert code == 2 and "lacks what train_pfp.py/train_ar.py write" in one_line(err)
+
+
+# --- run folders that are never clobbered --------------------------------------------------------
+def test_a_new_run_into_a_finished_run_is_refused_and_changes_nothing(capsys, finished):
+    before = snapshot(finished)
+    code, err = cli(capsys, train_pfp, *SMALL, "--steps", "6", "--out", finished)
+    line = one_line(err)
+    assert code == 2 and "already holds a run" in line and "--resume" in line and "--overwrite" in line
+    code, err = cli(capsys, train_pfp, *SMALL, "--steps", "6", "--out", finished, "--overwrite", "--data", "/no/such")
+    assert code == 2 and "does not exist" in one_line(err)           # a run that fails to start writes nothing
+    code, err = cli(capsys, train_pfp, *SMALL, "--steps", "6", "--out", finished, "--resume", "--overwrite")
+    assert code == 2 and "pass one of them" in one_line(err)
+    assert snapshot(finished) == before
+
+
+def test_overwrite_replaces_the_run_and_resume_needs_a_checkpoint(tmp_path, capsys, finished):
+    out = tmp_path / "copy"
+    out.mkdir()
+    for name, blob in snapshot(finished).items():
+        (out / name).write_bytes(blob)
+    code, _ = cli(capsys, train_pfp, *SMALL, "--steps", "4", "--out", out, "--overwrite", "--seed", "1")
+    assert code in (0, None)
+    assert json.load(open(out / "summary.json"))["steps"] == 4 and not (out / ".lock").exists()
+    code, err = cli(capsys, train_pfp, *SMALL, "--steps", "4", "--out", tmp_path / "empty", "--resume")
+    assert code == 2 and "holds no ckpt.pt" in one_line(err) and not (tmp_path / "empty").exists()
+
+
+# --- one writer per run folder -----------------------------------------------------------------
+def test_a_live_lock_refuses_and_a_stale_lock_is_taken_over(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".lock").write_text(str(alive.pid))
+        code, err = cli(capsys, train_pfp, *SMALL, "--steps", "2", "--out", out)
+        assert code == 2 and f"another run (pid {alive.pid})" in one_line(err)
+        assert os.listdir(out) == [".lock"]                      # nothing written, the other run's lock kept
+    finally:
+        alive.kill()
+        alive.wait()
+    code, _ = cli(capsys, train_pfp, *SMALL, "--steps", "2", "--out", out)   # its writer is gone: stale
+    assert code in (0, None) and (out / "summary.json").exists() and not (out / ".lock").exists()
+
+
+def test_temporary_files_are_unique_and_a_full_disk_keeps_the_old_file(tmp_path):
+    path, names = tmp_path / "ckpt.pt", []
+    write_atomically(str(path), lambda tmp: (names.append(tmp), open(tmp, "w").write("old")))
+    write_atomically(str(path), lambda tmp: (names.append(tmp), open(tmp, "w").write("new")))
+    assert names[0] != names[1] and str(os.getpid()) in names[0] and path.read_text() == "new"
+
+    def full_disk(tmp):
+        open(tmp, "w").write("half")
+        raise OSError(28, "No space left on device")
+    with pytest.raises(ConfigError, match="No space left on device.*previous version is kept"):
+        write_atomically(str(path), full_disk)
+    assert path.read_text() == "new" and os.listdir(tmp_path) == ["ckpt.pt"]
+
+
+# --- the NaN guard tells the truth ---------------------------------------------------------------
+def test_nan_guard_without_a_checkpoint_does_not_claim_one(tmp_path, capsys):
+    code, err = cli(capsys, train_pfp, *SMALL, "--steps", "20", "--lr", "1e30", "--warmup", "1", "--ckpt_every", "100",
+                    "--out", tmp_path / "run")
+    line = one_line(err)
+    assert code == 2 and "no checkpoint was written yet" in line and "holds the last good" not in line
+
+
+@pytest.mark.parametrize("flag,value", [("--t_mean", "nan"), ("--pos_bias", "inf"), ("--weight_decay", "inf"),
+                                        ("--lr", "-inf"), ("--ema", "nan")])
+def test_float_flags_reject_nan_and_inf_when_parsed(tmp_path, capsys, flag, value):
+    code, err = cli(capsys, train_pfp, f"{flag}={value}", "--out", tmp_path / "run")
+    assert code == 2 and "not a finite number" in one_line(err) and not (tmp_path / "run").exists()
+
+
+# --- one line instead of a traceback ----------------------------------------------------------------
+def test_an_out_that_is_a_file_or_cannot_be_written(tmp_path, capsys, finished):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    for out, words in [(a_file, "is a file"), (UNWRITABLE, "cannot be written")]:
+        for module, *argv in [(train_pfp, *SMALL, "--steps", "2"), (train_ar, *SMALL, "--init", "none", "--steps", "2"),
+                              (sample, "--ckpt", finished / "ckpt.pt", "--retrieve")]:
+            code, err = cli(capsys, module, *argv, "--out", out)
+            assert code == 2 and words in one_line(err), (module.__name__, out, err[-300:])
+    assert a_file.read_text() == "keep me"
+
+
+def test_resume_drops_corrupt_lines_of_metrics_with_a_warning(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli(capsys, train_pfp, *SMALL, "--steps", "6", "--ckpt_every", "3", "--out", out)[0] in (0, None)
+    lines = open(out / "metrics.jsonl").read().splitlines(keepends=True)
+    open(out / "metrics.jsonl", "w").writelines(lines[:2] + ["{not json\n", "\x00\x01garbage\n"] + lines[2:])
+    code, err = cli(capsys, train_pfp, *SMALL, "--steps", "6", "--ckpt_every", "3", "--out", out, "--resume")
+    assert code in (0, None) and "2 unreadable line(s) dropped" in err and "Traceback" not in err
+    steps = [json.loads(line)["step"] for line in open(out / "metrics.jsonl") if '"loss"' in line]
+    assert steps == list(range(1, 7))
+
+
+def test_seeds_out_of_range_and_frames_too_small_for_ssim(tmp_path, capsys, finished):
+    cases = [(sample, "--ckpt", finished / "ckpt.pt", "--retrieve", "--noise_seed", str(2 ** 64)),
+             (sample, "--ckpt", finished / "ckpt.pt", "--retrieve", "--seed", "-1"),
+             (train_pfp, "--seed", str(2 ** 64)),
+             (train_pfp, "--height", "8", "--width", "8")]
+    for module, *argv in cases:
+        code, err = cli(capsys, module, *argv, "--out", tmp_path / "x")
+        assert code == 2 and ("2**63" in one_line(err) or "SSIM" in one_line(err)), argv
+    assert not (tmp_path / "x").exists()
+
+
+# --- sizes checked before allocating -------------------------------------------------------------
+@pytest.mark.parametrize("argv", [["--batch", str(10 ** 9)], ["--height", "100000", "--width", "100000"],
+                                  ["--history", str(2 * 10 ** 7)], ["--train_videos", str(10 ** 9)]])
+def test_sizes_that_cannot_fit_are_refused_before_allocating(tmp_path, capsys, argv):
+    start = time.time()
+    code, err = cli(capsys, train_pfp, *argv, "--out", tmp_path / "run")
+    line = one_line(err)
+    assert code == 2 and "needs about" in line and "this machine's" in line and time.time() - start < 30
+    assert not (tmp_path / "run").exists()
+
+
+def test_too_many_chunks_are_refused_before_generating(tmp_path, capsys, finished):
+    code, err = cli(capsys, sample, "--ckpt", finished / "ckpt.pt", "--generate", "--chunks", str(10 ** 9),
+                    "--out", tmp_path)
+    assert code == 2 and "--chunks 1000000000" in one_line(err) and "needs about" in one_line(err)
+
+
+# --- Ctrl-C and SIGTERM outside the training loop --------------------------------------------------
+def signalled(argv, after: float) -> subprocess.CompletedProcess:
+    run = subprocess.Popen([sys.executable, *map(str, argv)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    time.sleep(after)
+    run.send_signal(signal.SIGTERM)
+    out, err = run.communicate(timeout=60)
+    return subprocess.CompletedProcess(argv, run.returncode, out, err)
+
+
+def test_sigterm_while_generating_data_or_sampling_is_one_line_130(tmp_path, finished):
+    data = signalled(["train_pfp.py", "--train_videos", "20000", "--out", tmp_path / "run"], after=6)
+    assert data.returncode == 130 and "Traceback" not in data.stderr and "interrupted" in data.stderr
+    assert not (tmp_path / "run").exists()                       # it had written nothing, and leaves nothing
+    sampling = signalled(["sample.py", "--ckpt", finished / "ckpt.pt", "--generate", "--chunks", "500",
+                          "--out", tmp_path], after=6)
+    assert sampling.returncode == 130 and "Traceback" not in sampling.stderr and "interrupted" in sampling.stderr
