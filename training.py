@@ -117,7 +117,8 @@ def process_videos(cfg: Config, rank: int, world: int, data=None, frames: int = 
     pools = [torch.tensor([p for p, j in enumerate(held) if j % every == rank * cfg.accum + i], device=cfg.device)
              for i in range(cfg.accum)]
     if min(len(pool) for pool in pools) == 0:
-        raise ConfigError(f"{len(held)} training videos cannot feed {every} micro-batches: lower --accum or the processes")
+        raise ConfigError(f"{len(held)} training clips cannot feed {every} micro-batches (processes x --accum), one "
+                          f"clip each at least: lower --accum or the processes, or add videos")
     return train.to(cfg.device), pools, val.to(cfg.device), source
 
 
