@@ -23,21 +23,22 @@ import argparse
 import json
 import math
 import os
+import signal
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from multiprocessing import get_context
 
 import torch
-import torch.nn.functional as F
 from torch.utils import flop_counter
 
-from config import SCALES, Config, ConfigError, check, fail
-from compressor import Compressor, memory_positions
+from config import SCALES, Config, check, fail, run_main
+from compressor import Compressor
 from dit import DiT
+from footprint import activation_bytes, human_bytes, machine_memory
 from plot import line_chart
-from sample import next_chunk, write_atomically
+from checkpoint import writable_folder, write_atomically
+from sample import next_chunk
 from train_pfp import pfp_loss
 from training import Objective, accumulate_gradients, make_optimizer, optimizer_step, random_batch
 
@@ -61,17 +62,8 @@ CURVE_ROWS = {   # label: (compressor, rate, context_cache)
     "window only": ("none", "2x2x2", True),
     "pfp 4x4x2, no cache": ("pfp", "4x4x2", False),
 }
-
-
-def human_bytes(n: float) -> str:
-    return f"{n / 2 ** 30:,.2f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:,.1f} MiB"
-
-
-def machine_memory(device: str) -> int:
-    """Bytes of memory the device has: the GPU's, or the machine's RAM."""
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_properties(torch.device(device)).total_memory
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+# every history length of the curve and the ratio must be a whole number of each row's memory frames
+HISTORY_STEP = SCALES["tiny"].vae_time * max(int(rate.split("x")[2]) for _, rate, _ in CURVE_ROWS.values())
 
 
 def synchronize(device: str):
@@ -179,16 +171,26 @@ def chunk_cost(cfg: Config, frames: int, repeats: int) -> dict:
     return {"ms": 1000 * seconds, "context_tokens": n_context, "peak_memory_bytes": memory}
 
 
+def spawn_pool():
+    """A pool of one fresh process that ignores Ctrl-C. A terminal sends Ctrl-C to the whole process
+    group; only this process should answer it (one line, run_main), terminating the pool as it
+    leaves. SIGINT ignored when the process starts stays ignored, even while it imports torch."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return get_context("spawn").Pool(1)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def ar_cost_curve(base: Config, frames: list, repeats: int) -> dict:
     """{row: [chunk_cost per history length]}, each point in a fresh process (its own memory peak)."""
     curve = {}
-    spawn = get_context("spawn")
     for label, (compressor, rate, cache) in CURVE_ROWS.items():
         cfg = check(replace(base, compressor=compressor, rate=rate, context_cache=cache), rate_must_divide=False)
         curve[label] = []
         for n in frames:
-            with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-                point = pool.submit(chunk_cost, cfg, n, repeats).result()
+            with spawn_pool() as pool:                  # leaving it (Ctrl-C too) terminates the process
+                point = pool.apply(chunk_cost, (cfg, n, repeats))
             curve[label].append({"frames": n, **point})
             print(f"  {label:>20} {n:>4} frames: {point['context_tokens']:>6} context tokens, "
                   f"{point['ms']:>8.0f} ms/chunk, {point['peak_memory_bytes'] / 2 ** 20:>7.0f} MiB")
@@ -212,54 +214,6 @@ def cost_ratio(base: Config, short: int, long: int, repeats: int) -> dict:
         ratios[label] = statistics.median(times[long]) / statistics.median(times[short])
         print(f"  {label:>20}: {long} frames / {short} frames = {ratios[label]:.2f}x")
     return ratios
-
-
-# --- activation memory, traced on the meta device (dit.py / compressor.py --scale paper) -----------
-def activation_bytes(cfg: Config, batch: int = 1) -> dict:
-    """Bytes autograd keeps for backward in one stage-1 forward at cfg's shapes, traced on the meta
-    device: nothing is allocated, so it runs at the paper's scale. Weights are not counted.
-    Attention is counted as a fused kernel keeps it (q, k, v, out, log-sum-exp and the bias
-    once): the meta device would run the math path, whose N x N probabilities no GPU keeps."""
-    saved, bias_bytes = {}, {}
-
-    def pack(t):
-        base = t._base if t._base is not None else t
-        if not isinstance(base, torch.nn.Parameter):
-            saved[id(base)] = base.numel() * base.element_size()
-        return t
-
-    def fused_attention(q, k, v, attn_mask=None, *_, **__):
-        """Count what a fused kernel saves; return a stand-in output wired to q, k and v."""
-        B, heads, N, hd = q.shape
-        for t in (q, k, v):
-            pack(t)
-        saved[("out", id(q))] = q.numel() * q.element_size()
-        saved[("lse", id(q))] = B * heads * N * 4
-        if attn_mask is not None:
-            bias_bytes[id(attn_mask)] = attn_mask.numel() * attn_mask.element_size()
-        return q + 0 * (k.sum(-2, keepdim=True) + v.sum(-2, keepdim=True))
-
-    # pad the frame as the paper does, so phi's grid is whole (30 token rows at 4x4 -> 8 memory rows)
-    rh, rw, _ = cfg.rate_hwt
-    cell = cfg.vae_space * cfg.patch
-    padded = replace(cfg, height=math.ceil(cfg.height / (cell * rh)) * cell * rh,
-                     width=math.ceil(cfg.width / (cell * rw)) * cell * rw)
-    original = F.scaled_dot_product_attention
-    F.scaled_dot_product_attention = fused_attention
-    try:
-        with torch.device("meta"), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            dit, phi = DiT(cfg), Compressor(cfg)
-            history = torch.randn(batch, cfg.history, 3, padded.height, padded.width)
-            memory = phi(history)                                                  # (B, M, D)
-            phi_bytes = sum(saved.values())
-            h, w = cfg.height // cfg.vae_space, cfg.width // cfg.vae_space
-            x = torch.randn(batch, cfg.targets, cfg.latent_channels, h, w)
-            dit(x, torch.rand(batch, cfg.targets), torch.arange(cfg.targets).expand(batch, -1), memory,
-                memory_positions(padded))
-    finally:
-        F.scaled_dot_product_attention = original
-    return {"compressor": phi_bytes, "dit": sum(saved.values()) - phi_bytes, "attention_bias": sum(bias_bytes.values()),
-            "memory_tokens": memory.shape[1]}
 
 
 # --- the report --------------------------------------------------------------------------------
@@ -308,19 +262,27 @@ def main():
     parser.add_argument("--out", default="results", help="folder for bench.md, bench.json, ar_cost.png")
     parser.error = fail
     args = parser.parse_args()
+    check(replace(SCALES["tiny"], device=args.device))                 # an unknown --device
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         fail(f"--device {args.device}: no CUDA GPU is visible to PyTorch here; use --device cpu")
-    if args.steps < 1 or args.repeats < 1 or min(args.frames) < 2:
-        fail("--steps and --repeats must be >= 1 and --frames >= 2")
+    for name in ("steps", "repeats"):
+        if getattr(args, name) < 1:
+            fail(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    short, long = args.ratio
+    for flag, lengths in (("--frames", args.frames), ("--ratio", args.ratio)):
+        bad = [n for n in lengths if n < HISTORY_STEP or n % HISTORY_STEP]
+        if bad:
+            fail(f"{flag} {bad[0]}: history lengths must be positive multiples of {HISTORY_STEP}, the frames of one "
+                 f"memory step at 4x4x2 and 2x2x2; e.g. {' '.join(map(str, CURVE_FRAMES))}")
+    if short >= long:
+        fail(f"--ratio {short} {long}: SHORT must be below LONG, e.g. --ratio 16 256")
+    writable_folder(args.out)                                          # before minutes of timing, not after
     machine = (torch.cuda.get_device_name() if args.device.startswith("cuda")
                else f"CPU, {torch.get_num_threads()} threads") + f", PyTorch {torch.__version__}"
     print(f"bench on {machine}")
     speeds = {}
     for name in args.scales:
-        try:
-            cfg = check(replace(SCALES[name], device=args.device, dtype=args.dtype, compile=args.compile))
-        except ConfigError as e:
-            fail(str(e))
+        cfg = check(replace(SCALES[name], device=args.device, dtype=args.dtype, compile=args.compile))
         act = activation_bytes(cfg, batch=cfg.batch)
         need = (act["compressor"] + act["dit"]) / (2 if args.dtype == "bf16" else 1) + act["attention_bias"]
         if need > 0.7 * machine_memory(args.device):
@@ -359,4 +321,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

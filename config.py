@@ -63,6 +63,8 @@ class Config:
     chunk: int = 2             # latent frames generated per autoregressive step
     window: int = 2            # latent frames before the split kept uncompressed beside phi(H) (paper's tiny window)
     split_full: float = 0.0    # [ours] share of stage-2 steps split after the whole history (else s is uniform)
+    split_return: float = 0.0  # [ours] share of stage-2 micro-batches whose chunk holds a cut back to an earlier
+                               # shot (--data storyboard), the steps where only memory can know the look
     # --- optimisation -----------------------------------------------------------------------
     steps: int = 2000          # optimizer steps
     batch: int = 8             # global batch: processes x --accum micro-batches
@@ -77,7 +79,7 @@ class Config:
     dtype: str = "fp32"        # fp32 | bf16: bf16 autocast for the training forward (weights stay fp32)
     compile: bool = False      # torch.compile the DiT and the compressor (slow to start; for long runs)
     # --- data, evaluation, output -----------------------------------------------------------
-    data: str = "synthetic"    # "synthetic" or a folder of .mp4/.webm/.gif videos
+    data: str = "synthetic"    # "synthetic", "storyboard" (shots, cuts and captions: storyboard.py) or a folder of videos
     train_videos: int = 1024   # synthetic training videos generated at start
     val_videos: int = 16       # held-out videos (synthetic: disjoint seeds; folder: last clips)
     eval_every: int = 500      # steps between validation passes
@@ -126,6 +128,8 @@ CHOICES = {"compressor": COMPRESSORS, "omega": ["random", "last"], "dtype": ["fp
 
 
 MIN_SIDE = 11    # metrics.SSIM_WINDOW: SSIM needs frames at least this wide and high
+CAPTION_LENGTH = 8   # tokens per caption c (0 = padding): storyboard.py writes them, dit.py reads them
+CAPTION_VOCAB = 64   # token ids dit.py's text encoder knows; storyboard.VOCABULARY fills the first of them
 
 
 class ConfigError(ValueError):
@@ -200,6 +204,7 @@ def check(cfg: Config, rate_must_divide: bool = True) -> Config:
                           f"the SSIM window every evaluation uses (metrics.py)")
     ranges = {"ema": (0 <= cfg.ema < 1, "in [0, 1)"), "lr": (cfg.lr > 0, "above 0"),
               "mask_noise_min": (0 <= cfg.mask_noise_min <= 1, "in [0, 1]"), "split_full": (0 <= cfg.split_full <= 1, "in [0, 1]"),
+              "split_return": (0 <= cfg.split_return <= 1, "in [0, 1]"),
               "caption_dropout": (0 <= cfg.caption_dropout <= 1, "in [0, 1]"),
               "grad_clip": (cfg.grad_clip > 0, "above 0"), "weight_decay": (cfg.weight_decay >= 0, "0 or more"),
               "t_std": (cfg.t_std > 0, "above 0"), "t_shift": (cfg.t_shift > 0, "above 0"),
@@ -240,7 +245,8 @@ def result_fields(cfg: Config, skip=()) -> dict:
     or how fast it runs. Fields added after the results were cached count only when set away from
     their default, so those caches stay valid."""
     where = ("out", "threads", "device", "eval_every", "log_every", "ckpt_every", "max_bad_steps", "compile", *skip)
-    added_later = {"context_cache": False, "accum": 1, "dtype": "fp32", "captions": False, "caption_dropout": 0.1}
+    added_later = {"context_cache": False, "accum": 1, "dtype": "fp32", "captions": False, "caption_dropout": 0.1,
+                   "split_return": 0.0}
     return {k: v for k, v in asdict(cfg).items()
             if k not in where and not (k in added_later and v == added_later[k])}
 

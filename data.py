@@ -17,6 +17,7 @@ C=3 colour channels, S the side of the square frame. Run the demo with
     python data.py [folder_of_videos]
 """
 import colorsys
+import contextlib
 import functools
 import os
 import re
@@ -30,6 +31,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
+
+from config import fail, run_main
 
 
 class DataError(ValueError):
@@ -310,46 +313,82 @@ def load_video_thwc_uint8(path, size, frame_stride):
 
 def cached_video_thwc_uint8(path, size, frame_stride, cache_dir):
     """load_video_thwc_uint8, stored once in cache_dir as .npy: decoding HD video takes seconds,
-    loading the small result takes milliseconds. The key changes when the file does."""
+    loading the small result takes milliseconds. The key changes when the file does. A cache
+    entry that cannot be read back whole is decoded again; a cache folder that cannot be written
+    (a read-only working directory, a full disk) costs the speed-up, not the run."""
     stat = os.stat(path)
     key = f"{os.path.basename(path)}.{stat.st_size}B.{stat.st_mtime_ns}.{size}px.stride{frame_stride}.npy"
     cache_path = os.path.join(cache_dir, key)
     if os.path.exists(cache_path):
-        return np.load(cache_path)
+        try:
+            video = np.load(cache_path)
+            if video.dtype == np.uint8 and video.ndim == 4 and len(video) and video.shape[1:] == (size, size, 3):
+                return video
+            reason = f"shape {video.shape}, {video.dtype}"
+        except Exception as error:  # truncated (ValueError, EOFError), unreadable (OSError), ...
+            reason = type(error).__name__
+        print(f"warning: cache entry '{cache_path}' is damaged ({reason}): decoding '{os.path.basename(path)}' again",
+              file=sys.stderr)
+        with contextlib.suppress(OSError):
+            os.remove(cache_path)
     video = load_video_thwc_uint8(path, size, frame_stride)  # (T, S, S, 3)
-    os.makedirs(cache_dir, exist_ok=True)
-    with open(cache_path + ".partial", "wb") as file:
-        np.save(file, video)
-    os.replace(cache_path + ".partial", cache_path)  # atomic: an interrupted run leaves no truncated cache
+    partial = f"{cache_path}.partial-{os.getpid()}"  # one per process: two runs may fill the cache at once
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        with open(partial, "wb") as file:
+            np.save(file, video)
+        os.replace(partial, cache_path)  # atomic: an interrupted run leaves no truncated cache
+    except BaseException as error:  # Ctrl-C too: no partial file is left behind
+        with contextlib.suppress(OSError):
+            os.remove(partial)
+        if not isinstance(error, OSError):
+            raise
+        if cache_dir not in _UNCACHED:  # one warning per folder, not one per video
+            _UNCACHED.add(cache_dir)
+            print(f"warning: cannot write the video cache '{cache_dir}' ({error.strerror or error}): decoding without "
+                  f"it, so every run decodes again; run from a folder you can write to", file=sys.stderr)
     return video
+
+
+_UNCACHED = set()  # cache folders cached_video_thwc_uint8 could not write to
 
 
 class VideoTooShort(DataError):
     """A video with fewer frames than one clip needs."""
 
 
-def video_file_clips(path: str, frames: int, size: int, frame_stride: int = 2, cache_dir: str = "runs/cache") -> torch.Tensor:
-    """One video file -> (n_clips, T, 3, S, S) float in [-1, 1], non-overlapping clips of `frames`."""
+TOO_SHORT_ADVICE = "lower --history or --frame_stride, or use a longer video"  # the training scripts' fix
+
+
+def video_file_clips(path: str, frames: int, size: int, frame_stride: int = 2, cache_dir: str = "runs/cache",
+                     advice: str = TOO_SHORT_ADVICE) -> torch.Tensor:
+    """One video file -> (n_clips, T, 3, S, S) float in [-1, 1], non-overlapping clips of `frames`.
+    advice: the fix a too-short video's error names, in the flags of the calling script."""
     if not os.path.isfile(path):
         raise DataError(f"video file '{path}' does not exist: pass an existing .mp4/.webm/.gif file")
     video = cached_video_thwc_uint8(path, size, frame_stride, cache_dir)  # (F, S, S, 3)
     n_clips = len(video) // frames
     if n_clips == 0:
         raise VideoTooShort(f"'{os.path.basename(path)}' has {len(video)} frames after frame_stride={frame_stride}, "
-                            f"fewer than the {frames} a clip needs: lower --history or --frame_stride, or use a longer video")
+                            f"fewer than the {frames} a clip needs: {advice}")
     video = torch.from_numpy(video[: n_clips * frames]).reshape(n_clips, frames, size, size, 3)  # (n_clips, T, S, S, 3)
     return video.permute(0, 1, 4, 2, 3).float() / 127.5 - 1  # (n_clips, T, 3, S, S) in [-1, 1]
 
 
-def video_folder_clips(folder: str, frames: int, size: int, frame_stride: int = 2, cache_dir: str = "runs/cache") -> dict:
+def video_folder_clips(folder: str, frames: int, size: int, frame_stride: int = 2, cache_dir: str = "runs/cache",
+                       advice: str = TOO_SHORT_ADVICE, min_clips: int = 2) -> dict:
     """Decode every .mp4/.webm/.gif/.mov/.avi/.mkv in `folder` (sorted by name), resize the short
     side to `size` and centre-crop, keep every `frame_stride`-th frame, and cut each video into
     non-overlapping clips of `frames` frames. Returns {filename: (n_clips, T, 3, S, S) float in
     [-1, 1]}, one entry per file long enough for one clip; shorter files are skipped with a
-    warning, and it is an error if no file is long enough."""
+    warning, and it is an error if the files give fewer than `min_clips` clips in all (training
+    needs 2: one to train on, one held out to validate; training.load_videos)."""
     if frames < 1 or size < 1 or frame_stride < 1:
         raise DataError(f"need frames, size and frame_stride >= 1, got {frames}, {size}, {frame_stride}: "
                         "fix --history, --height/--width or --frame_stride")
+    if os.path.isfile(folder):
+        raise DataError(f"--data '{folder}' is a file: pass a folder of videos, e.g. its folder "
+                        f"'{os.path.dirname(os.path.abspath(folder))}' (every video in it is used) or one holding only this file")
     if not os.path.isdir(folder):
         raise DataError(f"video folder '{folder}' does not exist: "
                         "pass --data synthetic or a folder of .mp4/.webm/.gif files")
@@ -362,17 +401,22 @@ def video_folder_clips(folder: str, frames: int, size: int, frame_stride: int = 
     clips, too_short = {}, []
     for name in names:
         try:
-            clips[name] = video_file_clips(os.path.join(folder, name), frames, size, frame_stride, cache_dir)
+            clips[name] = video_file_clips(os.path.join(folder, name), frames, size, frame_stride, cache_dir, advice)
         except VideoTooShort as e:
             too_short.append(str(e))
     if not clips:
         raise DataError(f"no video in '{folder}' is long enough: {'; '.join(too_short)}")
+    if sum(len(c) for c in clips.values()) < min_clips:  # one video, one clip: nothing left to train on
+        name = next(iter(clips))
+        kept = len(cached_video_thwc_uint8(os.path.join(folder, name), size, frame_stride, cache_dir))
+        raise DataError(f"'{name}' has {kept} frames after frame_stride={frame_stride}: one clip of {frames}, and "
+                        f"training needs {min_clips} (one to train on, one to validate): {advice}, or add another video")
     for message in too_short:
         print(f"warning: skipping {message}", file=sys.stderr)
     return clips
 
 
-if __name__ == "__main__":
+def main():
     video = synthetic_video(seed=0, frames=16, size=32)
     print(f"synthetic_video(seed=0, frames=16, size=32): {tuple(video.shape)} (T, C, H, W), "
           f"range [{video.min():.2f}, {video.max():.2f}]")
@@ -382,5 +426,13 @@ if __name__ == "__main__":
     horizontal_detail = (videos[..., 1:] - videos[..., :-1]).abs().mean()
     print(f"mean |horizontal neighbour difference| = {horizontal_detail:.3f} (a measure of fine detail)")
     if len(sys.argv) > 1:
-        for name, clip in video_folder_clips(sys.argv[1], frames=16, size=32, frame_stride=4).items():
+        try:
+            clips = video_folder_clips(sys.argv[1], frames=16, size=32, frame_stride=4)
+        except DataError as e:
+            fail(str(e))
+        for name, clip in clips.items():
             print(f"{name}: {tuple(clip.shape)} (clips, T, C, H, W)")
+
+
+if __name__ == "__main__":
+    run_main(main)

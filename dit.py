@@ -8,13 +8,16 @@ at the centre of the patch it summarises, so "the memory of my own place and tim
 the nearby key in every head [ours, as FramePack pools RoPE for packed tokens].
 
 Each block is adaLN-modulated (DiT) by the noise level of its token's frame; memory tokens are
-clean (t = 0). With cfg.cross_attn (the paper's enhancement), every block also cross-attends
-to the memory.
+clean (t = 0). With cfg.captions, the text condition c of G(x_t, t, c, phi(H)) joins the noise
+level: each noisy frame's caption (storyboard.py) is embedded by a tiny text encoder and added
+to its time embedding. With cfg.cross_attn (the paper's enhancement), every block also
+cross-attends to the memory.
 
-    python dit.py --scale tiny      # shapes, token counts, parameter count, activation memory
+    python dit.py --scale tiny      # shapes, token counts, parameter count (activation memory: footprint.py)
     python dit.py --scale paper     # the same at the paper's shapes, on the meta device (no memory used)
 
-Letters: B batch, F noisy frames, M memory tokens, N sequence tokens, D width, C latent channels.
+Letters: B batch, F noisy frames, M memory tokens, N sequence tokens, D width, C latent channels,
+L caption tokens.
 """
 import argparse
 import math
@@ -23,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from config import Config, add_config_flags, config_from_args, ConfigError, fail
+from config import CAPTION_LENGTH, CAPTION_VOCAB, Config, add_config_flags, config_from_args, ConfigError, fail
 
 
 # --- 3D rotary positions ------------------------------------------------------------------
@@ -105,6 +108,57 @@ class Block(nn.Module):
         return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2), kv
 
 
+class CaptionEncoder(nn.Module):
+    """The text condition c: per-frame captions (B, F, L) token ids, 0 = padding -> (B, F, D).
+
+    [ours as to form] The paper's DiT reads text through its pretrained text encoder; ours is a
+    tiny one learned from scratch (no downloads): word embeddings, pooled over the caption's
+    words, then an MLP, one embedding per frame, added to that frame's time embedding in adaLN.
+    Why there: a caption, like the noise level, belongs to a frame, and adaLN already modulates
+    every token by its own frame's embedding, so a cut inside a chunk is just two captions in it,
+    and no text tokens lengthen the sequence. (Large video DiTs read text tokens in attention;
+    HunyuanVideo also adds a pooled text vector to its time embedding, the part we keep.)
+    Mean pooling alone would be a bag of words ("red stripes, blue disc" = "blue stripes, red
+    disc"), so each word first gets its slot in the caption and a SiLU: the pool keeps which
+    colour goes with which thing. An all-padding caption (none given, or dropped in training)
+    maps to a learned null embedding."""
+
+    def __init__(self, dim: int, vocab: int = CAPTION_VOCAB, length: int = CAPTION_LENGTH):
+        super().__init__()
+        self.words = nn.Embedding(vocab, dim)
+        self.slots = nn.Parameter(torch.zeros(length, dim))
+        self.null = nn.Parameter(torch.zeros(dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.initialize_weights()
+
+    @torch.no_grad()
+    def initialize_weights(self):
+        for table in (self.words.weight, self.slots, self.null):
+            nn.init.normal_(table)                      # unit scale, like the sinusoidal features of t
+        nn.init.xavier_uniform_(self.mlp[0].weight)     # DiT's choice for a linear layer
+        nn.init.zeros_(self.mlp[0].bias)
+        # The last layer starts at zero: at step 0 a caption changes nothing, so a DiT trained
+        # without captions loads into one with them (strict=False) and computes exactly what it did.
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, caption: torch.Tensor) -> torch.Tensor:
+        real = caption > 0                                                   # (B, F, L) words, not padding
+        words = F.silu(self.words(caption) + self.slots[:caption.shape[-1]])  # (B, F, L, D)
+        count = real.sum(-1, keepdim=True)                                   # (B, F, 1)
+        pooled = (words * real[..., None]).sum(-2) / count.clamp(min=1)      # (B, F, D) mean over words
+        pooled = torch.where(count > 0, pooled, self.null)                   # (B, F, D) empty: the null caption
+        return self.mlp(pooled)                                              # (B, F, D)
+
+
+def drop_captions(caption: torch.Tensor, p: float, generator=None) -> torch.Tensor:
+    """Caption dropout for training (cfg.caption_dropout): each sample's captions (B, ...) become
+    all padding, the null caption, with probability p, so the model also learns to go without."""
+    device = generator.device if generator is not None else "cpu"
+    drop = torch.rand(caption.shape[0], generator=generator, device=device) < p       # (B,)
+    return caption.masked_fill(drop.to(caption.device).view(-1, *[1] * (caption.dim() - 1)), 0)
+
+
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal features of t in [0, 1] (scaled by 1000, as in DiT), (...,) -> (..., dim)."""
     half = dim // 2
@@ -130,6 +184,8 @@ class DiT(nn.Module):
         self.final_adaLN = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
         self.unpatchify = nn.Linear(D, C * p * p)
         self.initialize_weights()
+        # Drawn after every other weight, so those are the same, seed for seed, with and without captions.
+        self.caption_encoder = CaptionEncoder(D) if cfg.captions else None
 
     @torch.no_grad()
     def initialize_weights(self):
@@ -208,7 +264,7 @@ class DiT(nn.Module):
             cache.append(kv)
         return cache
 
-    def forward(self, x_t, t, frame_pos, memory, memory_pos, cache=None):
+    def forward(self, x_t, t, frame_pos, memory, memory_pos, cache=None, caption=None):
         """
         x_t:        (B, F, C, h, w) noisy latent frames
         t:          (B, F) noise level of each frame (1 = noise)
@@ -216,6 +272,7 @@ class DiT(nn.Module):
         memory:     (B, M, D) memory tokens phi(H) (M may be 0)
         memory_pos: (M, 3) or (B, M, 3) (frame, row, col) centres of the memory tokens
         cache:      optional memory_keys_values(memory, memory_pos) (needs --context_cache)
+        caption:    optional (B, F, L) long caption of each noisy frame (needs --captions; None: the null caption)
         returns     (B, F, C, h, w) predicted velocity eps - x_0
         """
         B, Fr, C, h, w = x_t.shape
@@ -223,6 +280,11 @@ class DiT(nn.Module):
         tokens = self.patchify(x_t.transpose(1, 2))                 # (B, D, F, h/p, w/p)
         tokens = tokens.flatten(2).transpose(1, 2)                  # (B, F*n, D) with n = hw/p^2
         cond = self.time_cond(t, tokens.shape[1] // Fr)            # (B, F*n, D) by each token's frame
+        assert caption is None or self.cfg.captions, "captions need a DiT built with --captions"
+        if self.cfg.captions:      # c joins t; memory tokens get no caption (they are clean memory)
+            if caption is None:
+                caption = torch.zeros(B, Fr, CAPTION_LENGTH, dtype=torch.long, device=x_t.device)   # the null caption
+            cond = cond + self.caption_encoder(caption).repeat_interleave(tokens.shape[1] // Fr, dim=1)   # (B, F*n, D)
         noisy_pos = self.token_positions(frame_pos)                 # (B, F*n, 3)
         memory_pos = memory_pos.to(x_t.device).float().expand(B, M, 3)
         rope_memory = None
@@ -265,18 +327,15 @@ if __name__ == "__main__":
     frames, rows, cols = cfg.token_grid
     print(f"DiT {cfg.depth} blocks x width {cfg.dim}, {cfg.heads} heads: {n_params / 1e6:.2f}M parameters")
     print(f"one latent frame = {rows} x {cols} = {rows * cols} tokens; the history = {frames * rows * cols:,} tokens")
-    from bench import activation_bytes, human_bytes   # the same trace compressor.py prints
-    act = activation_bytes(cfg)
-    n = act["memory_tokens"] + cfg.targets * rows * cols
-    print(f"stage-1 sequence: {act['memory_tokens']:,} memory tokens ({cfg.compressor} {cfg.rate}) + {cfg.targets} "
-          f"target frames = {n:,} tokens")
-    print(f"activation memory for one sample (fp32, saved for backward, traced on the meta device): "
-          f"DiT {human_bytes(act['dit'])} + our ALiBi bias {human_bytes(act['attention_bias'])} "
-          f"(--pos_bias 0 drops it; bf16 halves the rest)")
     if cfg.height * cfg.width <= 128 * 128:
         dit = DiT(cfg)
         h, w = cfg.height // cfg.vae_space, cfg.width // cfg.vae_space
         x = torch.randn(2, cfg.targets, cfg.latent_channels, h, w)
         memory, memory_pos = torch.randn(2, 32, cfg.dim), torch.rand(32, 3) * 4
-        v = dit(x, torch.rand(2, cfg.targets), torch.randint(0, frames, (2, cfg.targets)), memory, memory_pos)
-        print(f"x_t {tuple(x.shape)} + memory {tuple(memory.shape)} -> v {tuple(v.shape)}")
+        caption = torch.randint(0, CAPTION_VOCAB, (2, cfg.targets, CAPTION_LENGTH)) if cfg.captions else None
+        v = dit(x, torch.rand(2, cfg.targets), torch.randint(0, frames, (2, cfg.targets)), memory, memory_pos, caption=caption)
+        print(f"x_t {tuple(x.shape)} + memory {tuple(memory.shape)}"
+              + (f" + captions {tuple(caption.shape)}" if cfg.captions else "") + f" -> v {tuple(v.shape)}")
+        if cfg.captions:
+            print(f"caption encoder: {sum(p.numel() for p in dit.caption_encoder.parameters()):,} parameters "
+                  f"({CAPTION_VOCAB} token ids, {CAPTION_LENGTH} per caption)")

@@ -25,6 +25,7 @@ Writes, for synthetic and for real clips (suffix _real):
 import argparse
 import hashlib
 import json
+import math
 import os
 import sys
 from collections import namedtuple
@@ -34,11 +35,12 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from config import SCALES, Config, ConfigError, check, fail, result_fields
+from config import SCALES, Config, ConfigError, Interrupted, check, fail, finite_float, result_fields, run_main
 from data import DataError
 from plot import line_chart
 from metrics import psnr
-from sample import load_checkpoint, save_rows_png, write_atomically
+from checkpoint import load_checkpoint, read_checkpoint, writable_folder, write_atomically
+from sample import save_rows_png
 from train_pfp import retrieval_rows, train
 from training import load_videos
 
@@ -64,15 +66,53 @@ def run_dir(cfg: Config, root: str) -> str:
     return os.path.join(root, f"{data}_{cfg.compressor}_{cfg.rate}_{cfg.omega}_{cfg.steps}_{key}")
 
 
+def cached_summary(out: str):
+    """The summary.json of a finished run in `out`, or None: a cache miss (no ckpt.pt beside it, or
+    a summary that cannot be read back, e.g. written by hand or cut short)."""
+    if not os.path.isfile(os.path.join(out, "ckpt.pt")):
+        return None
+    try:
+        summary = json.load(open(os.path.join(out, "summary.json")))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def resumable(out: str, cfg: Config, stage: int) -> bool:
+    """Does `out` hold a ckpt.pt of this very run (the same stage and result fields), which
+    training.resume can continue exactly as if never stopped?"""
+    path = os.path.join(out, "ckpt.pt")
+    if not os.path.isfile(path):
+        return False
+    try:
+        ckpt = read_checkpoint(path)
+    except ConfigError:                              # truncated or foreign: a stale entry
+        return False
+    return (ckpt.get("stage", 1) == stage and "optimizer" in ckpt
+            and result_fields(Config(**ckpt["config"])) == result_fields(cfg))
+
+
+def train_missing(train_fn, cfg: Config, out: str, *args, stage: int = 1, **kwargs) -> dict:
+    """Train a cache entry that missed with train_fn (train_pfp.train or train_ar.train_ar). A run
+    stopped earlier (Ctrl-C saves its ckpt.pt) continues where it stopped; anything else in `out`
+    is a stale or partial entry and is replaced."""
+    resuming = resumable(out, cfg, stage)
+    try:
+        return train_fn(cfg, out, *args, resuming=resuming, overwrite=not resuming, **kwargs)
+    except Interrupted:                              # its message says --resume, which this script does itself
+        raise Interrupted(f"interrupted while training {out}: its ckpt.pt is saved; "
+                          f"run the same command again to continue from there") from None
+
+
 def run_rows(jobs, data, root):
     """jobs: [(Row, Config)] -> [summary], training the rows not cached yet; a bar across rows."""
     summaries = []
     bar = tqdm(jobs, desc="table 1 rows", position=0, dynamic_ncols=True)
     for row, cfg in bar:
         out = run_dir(cfg, root)
-        path = os.path.join(out, "summary.json")
-        cached = os.path.isfile(path) and os.path.isfile(os.path.join(out, "ckpt.pt"))
-        summary = json.load(open(path)) if cached else train(cfg, out, data[cfg.data], quiet=True, position=1)
+        summary = cached_summary(out)
+        cached = summary is not None
+        summary = summary if cached else train_missing(train, cfg, out, data[cfg.data], quiet=True, position=1)
         summary.update(label=row.label, paper=row.paper, out=out)
         summaries.append(summary)
         lpips = "n/a" if summary["lpips"] is None else f"{summary['lpips']:.3f}"
@@ -202,13 +242,45 @@ def picture_grid(rows, val, suffix, results):
     labelled_png([truth] + pictures, ["truth"] + labels, os.path.join(results, f"table1_grid{suffix}.png"))
 
 
+def read_curve(run: str) -> list:
+    """[(step, validation PSNR)] from a train_pfp.py run's metrics.jsonl. Lines that are not whole
+    rows (a run killed mid-write, an edit by hand) are skipped with one warning."""
+    path = os.path.join(run, "metrics.jsonl")
+    try:
+        lines = open(path, errors="replace").read().splitlines()      # bytes that are not text: a corrupt line
+    except OSError as e:
+        raise ConfigError(f"--curves: cannot read {path} ({e.strerror or e}): pass run folders of train_pfp.py "
+                          f"that you can read") from e
+    points, bad, stage2 = [], 0, False
+    for line in filter(str.strip, lines):
+        try:
+            row = json.loads(line)
+            val = row.get("val")
+            if isinstance(val, dict) and "chunk_psnr" in val:   # train_ar.py: next-chunk PSNR, not retrieval
+                stage2 = True
+            elif val is not None:
+                points.append((int(row["step"]), float(val["psnr"])))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            bad += 1
+    if bad:
+        print(f"warning: skipped {bad} corrupt line{'s' * (bad > 1)} of {path}", file=sys.stderr)
+    if stage2 and not points:
+        raise ConfigError(f"--curves: {run} is a train_ar.py run (next-chunk PSNR, not retrieval): "
+                          f"pass run folders of train_pfp.py")
+    return points
+
+
 def learning_curves(runs, path):
     """Validation PSNR against training step for train_pfp.py run folders (their metrics.jsonl)."""
     series = {}
     for run in runs:
-        rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
-        val = [(r["step"], r["val"]["psnr"]) for r in rows if "val" in r]
-        series[os.path.basename(os.path.normpath(run))] = ([s for s, _ in val], [p for _, p in val])
+        points = read_curve(run)
+        if not any(math.isfinite(p) for _, p in points):              # NaN: a diverged run
+            print(f"warning: {run} has no validation PSNR yet (one every --eval_every steps): left out", file=sys.stderr)
+            continue
+        series[os.path.basename(os.path.normpath(run))] = ([s for s, _ in points], [p for _, p in points])
+    if not series:
+        raise ConfigError("--curves: no run has a validation PSNR to plot yet: train longer than --eval_every steps")
     line_chart(series, path, title="Validation retrieval PSNR during training",
                xlabel="training step", ylabel="PSNR (dB)")
     print(f"wrote {path}")
@@ -240,33 +312,40 @@ def main():
                              "trains stage 1 for pfp and the large patchifier, then stage 2 for every row, into <runs>")
     parser.add_argument("--ar_steps", type=int, default=0,
                         help="--recall: stage-2 steps per row (default: half the stage-1 steps)")
-    parser.add_argument("--recall_share", type=float, default=0.5,
+    parser.add_argument("--recall_share", type=finite_float, default=0.5,
                         help="--recall: share of the stage-2 training clips taken from the recall world (default 0.5)")
     parser.error = fail
     args = parser.parse_args()
     for name in ("steps", "real_steps", "ar_steps", "threads"):
         if getattr(args, name) < 0:
             fail(f"--{name} must be 0 (the default) or a positive integer, got {getattr(args, name)}")
+    if not 0 <= args.recall_share <= 1:
+        fail(f"--recall_share {args.recall_share} must lie in [0, 1]")
+    check(replace(SCALES[args.scale], device=args.device))              # an unknown --device, before any work
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        fail(f"--device {args.device}: no CUDA GPU is visible to PyTorch here; use --device cpu")
+    writable_folder(args.results, "--results")                          # not after hours of training
+    if args.curves:
+        missing = [r for r in args.curves if not os.path.isfile(os.path.join(r, "metrics.jsonl"))]
+        if missing:
+            what = "is a file, not a run folder" if os.path.isfile(missing[0]) else "holds no metrics.jsonl"
+            fail(f"--curves: {missing[0]!r} {what}; pass run folders of train_pfp.py")
+        return learning_curves(args.curves, os.path.join(args.results, "curves.png"))
     if args.recall:
         import recall                                  # stage 2 lives in its own file; it imports this one
         cfg = check(replace(SCALES[args.scale], steps=args.steps or SCALES[args.scale].steps, threads=args.threads,
                             device=args.device, eval_every=10**9))
         runs = args.runs if args.runs != parser.get_default("runs") else os.path.join("runs", "recall")
-        if not 0 <= args.recall_share <= 1:
-            fail(f"--recall_share {args.recall_share} must lie in [0, 1]")
-        return recall.run(cfg, args.ar_steps or cfg.steps // 2, runs, args.results, f"python {' '.join(sys.argv)}",
-                          share=args.recall_share)
-    if args.curves:
-        missing = [r for r in args.curves if not os.path.isfile(os.path.join(r, "metrics.jsonl"))]
-        if missing:
-            fail(f"--curves: {missing[0]!r} holds no metrics.jsonl; pass run folders of train_pfp.py")
-        return learning_curves(args.curves, os.path.join(args.results, "curves.png"))
+        writable_folder(runs, "--runs")
+        return recall.run(cfg, args.ar_steps or max(1, cfg.steps // 2), runs, args.results,
+                          f"python {' '.join(sys.argv)}", share=args.recall_share)
+    writable_folder(args.runs, "--runs")
     shard = args.shard.split("/") if args.shard else None
     if shard and not (len(shard) == 2 and all(v.isdigit() for v in shard) and int(shard[0]) < int(shard[1])):
         fail(f"--shard {args.shard!r} must be i/n with 0 <= i < n, e.g. 0/4")
     if args.tables == "real" and not args.real:
         fail("--tables real needs --real FOLDER")
-    if args.real and not os.path.isdir(args.real):
+    if args.real and args.tables != "synthetic" and not os.path.isdir(args.real):
         fail(f"--real {args.real!r} is not a folder: pass a folder of videos, or --real '' to skip the real-clip table")
     preset = SCALES[args.scale]
     steps = args.steps or (QUICK_STEPS["synthetic"] if args.quick else preset.steps)
@@ -278,13 +357,10 @@ def main():
         tables.append((args.real, "_real", f"Real clips ({args.real})", real_steps, ROWS))
 
     jobs, data = [], {}
-    try:
-        for source, _, _, n, rows in tables:
-            base = check(replace(preset, data=source, steps=n, eval_every=n + 1, threads=args.threads, device=args.device))
-            data[source] = load_videos(base)                               # (train, val, description)
-            jobs += [(row, check(replace(base, compressor=row.compressor, rate=row.rate, omega=row.omega))) for row in rows]
-    except (ConfigError, DataError) as e:
-        fail(str(e))
+    for source, _, _, n, rows in tables:
+        base = check(replace(preset, data=source, steps=n, eval_every=n + 1, threads=args.threads, device=args.device))
+        data[source] = load_videos(base)                                   # (train, val, description)
+        jobs += [(row, check(replace(base, compressor=row.compressor, rate=row.rate, omega=row.omega))) for row in rows]
     if shard:
         i, n = int(shard[0]), int(shard[1])
         run_rows(jobs[i::n], data, args.runs)
@@ -310,8 +386,17 @@ def main():
     print(f"wrote {args.results}/table1.md, table1.json, table1_position*.png, table1_rate*.png, table1_grid*.png")
 
 
-if __name__ == "__main__":
+def cli():
+    """main(), whose bad input is one line (DataError too: a broken video in --real) and which, when
+    stopped inside a row's training loop, says that the row was saved (Interrupted)."""
     try:
         main()
-    except (ConfigError, DataError) as error:          # e.g. --device tpu, or a broken video in --real
+    except DataError as error:
         fail(str(error))
+    except Interrupted as error:
+        print(str(error), file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    run_main(cli)

@@ -96,7 +96,7 @@ def check_fits(cfg: Config, what: str, need: float, share: float = 0.8):
 def check_training_fits(cfg: Config, frames: int, batch_per_process: int):
     """Before a training run allocates anything: its videos (synthetic ones are generated in memory)
     and one micro-batch's activations (the stage-1 trace; stage 2's is of the same order)."""
-    if cfg.data == "synthetic":
+    if cfg.data in ("synthetic", "storyboard"):
         check_fits(cfg, f"--train_videos {cfg.train_videos} of {frames} frames at {cfg.height}x{cfg.width}",
                    video_bytes(cfg.train_videos + cfg.val_videos, frames, cfg))
     check_fits(cfg, f"--height/--width {cfg.height}x{cfg.width} at --history {cfg.history}",

@@ -21,6 +21,8 @@ import types
 import torch
 import torch.nn.functional as F
 
+from config import run_main
+
 SSIM_WINDOW = 11      # Gaussian window side, as in Wang et al. (2004)
 SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
@@ -128,7 +130,7 @@ def load_stlpips():
     return distance
 
 
-if __name__ == "__main__":
+def main():
     torch.manual_seed(0)
     frames = torch.rand(2, 4, 3, 64, 64) * 2 - 1             # (B, T, C, H, W) in [-1, 1]
     print(f"frames {tuple(frames.shape)}")
@@ -139,3 +141,7 @@ if __name__ == "__main__":
         extra = f", st-lpips mean {stlpips(frames, noisy).mean():.4f}" if stlpips else ""
         print(f"noise std {noise:4.2f}: psnr {tuple(p.shape)} mean {p.mean():7.2f} dB, "
               f"ssim {tuple(s.shape)} mean {s.mean():.4f}{extra}")
+
+
+if __name__ == "__main__":
+    run_main(main)

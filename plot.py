@@ -16,6 +16,8 @@ from itertools import groupby
 
 from PIL import Image, ImageDraw, ImageFont
 
+from config import ConfigError, run_main
+
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 TEXT, AXIS, GRID = (30, 30, 30), (90, 90, 90), (228, 228, 228)
@@ -131,13 +133,19 @@ def line_chart(series, path, title="", xlabel="", ylabel="", xlog=False, ylog=Fa
             d.ellipse([lx + 26, cy - 3, lx + 32, cy + 3], fill=c)
         _text(d, lx + 52, cy, label, font, ax=0)
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    img.save(f"{path}.tmp", format="PNG")
-    os.replace(f"{path}.tmp", path)                                # atomic: never a half PNG
+    tmp = f"{path}.tmp-{os.getpid()}"                              # this process's own: two runs may plot at once
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        img.save(tmp, format="PNG")
+        os.replace(tmp, path)                                      # atomic: never a half PNG
+    except OSError as e:                                           # a full disk, a read-only folder
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise ConfigError(f"could not write {path} ({e.strerror or e}): free disk space or choose another folder") from e
     return path
 
 
-if __name__ == "__main__":
+def main():
     fs = list(range(0, 33, 2))                                     # made-up demo numbers
     demo = {m: (fs, [b - drop * f / 32 + 0.4 * math.sin(f + b) for f in fs]) for m, b, drop in
             [("pfp", 31, 3), ("only_lr", 29, 5), ("without_lr", 28, 6), ("none", 26, 9)]}
@@ -146,3 +154,7 @@ if __name__ == "__main__":
     line_chart(demo, out, title="PSNR vs frame position (demo data)", xlabel="frame position",
                ylabel="PSNR (dB)")
     print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    run_main(main)

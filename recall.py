@@ -41,13 +41,16 @@ from PIL import Image
 from tqdm import tqdm
 
 from config import Config, check, result_fields
-from evaluate import labelled_png, run_dir
+from evaluate import cached_summary, labelled_png, run_dir, train_missing
 from data import recall_hidden_range, recall_video, synthetic_videos, VAL_SEED_OFFSET
+from metrics import psnr
 from plot import line_chart
+from storyboard import latent_captions, storyboard_videos
 from flow import add_noise
 from latent import encode
-from sample import (ar_context, chunk_positions, framed_bthwc_uint8, generate, load_checkpoint, next_chunk,
-                    save_bthwc_uint8_as_mp4_and_gif, write_atomically)
+from checkpoint import load_checkpoint, write_atomically
+from sample import (ar_context, chunk_positions, framed_bthwc_uint8, generate, next_chunk,
+                    save_bthwc_uint8_as_mp4_and_gif)
 from train_ar import train_ar
 from train_pfp import train
 from training import load_videos
@@ -67,11 +70,9 @@ def variants(cfg: Config) -> list:
 
 
 def cached(out: str, make) -> dict:
-    """summary.json of a finished run in `out`, or make() it."""
-    path = os.path.join(out, "summary.json")
-    if os.path.isfile(path) and os.path.isfile(os.path.join(out, "ckpt.pt")):
-        return json.load(open(path))
-    return make()
+    """summary.json of a finished run in `out`, or make() it (evaluate.train_missing)."""
+    summary = cached_summary(out)
+    return make() if summary is None else summary
 
 
 def key(*parts) -> str:
@@ -109,13 +110,13 @@ def train_rows(cfg: Config, ar_steps: int, runs: str, share: float) -> list:
         if v.stage1:
             c1 = check(replace(cfg, compressor=v.stage1))
             first = run_dir(c1, runs)                                   # the same cache key as Table 1's rows
-            cached(first, lambda: train(c1, first, quiet=True, position=1))
+            cached(first, lambda: train_missing(train, c1, first, quiet=True, position=1))
             init = os.path.join(first, "ckpt.pt")
         c = check(replace(cfg, compressor=v.compressor, rate=v.rate, steps=ar_steps, eval_every=ar_steps + 1,
                           split_full=STAGE2_SPLIT_FULL))
         keep = result_fields(c)
         out = os.path.join(runs, f"ar_{v.label.replace(' ', '_')}_{ar_steps}_{key(keep, v.init, v.stage1, share)}")
-        cached(out, lambda: train_ar(c, out, init, data=ar_data, quiet=True, position=1))
+        cached(out, lambda: train_missing(train_ar, c, out, init, stage=2, data=ar_data, quiet=True, position=1))
         done[v.label] = (v, out)
     return [done[v.label] for v in variants(cfg)]
 
@@ -184,6 +185,49 @@ def memory_use(dit, phi, cfg: Config, video, mask, other, batch: int = 16) -> fl
                 v = dit(x_t[i:i + b], t[i:i + b, None].expand(b, c), chunk_positions(b, cfg, video.device), context, context_pos)
                 errors[name] += ((v - (eps[i:i + b] - x0[i:i + b])).pow(2) * cells[i:i + b]).sum().item()
     return 10 * math.log10(errors["other"] / errors["true"])
+
+
+# --- the storyboard world: recall after a cut back -----------------------------------------------
+CUT_BACK_SEED_OFFSET = 4_000_000                                        # benchmark stories: disjoint from training
+
+
+def cut_back_set(cfg: Config, gap: int, n: int) -> dict:
+    """n storyboard stories whose chunk (the last c*vt frames, after the whole history) is the cut
+    back to shot A, last seen `gap` frames before it -> {"video", "other", "captions"}: other is the
+    same story with another look of A, (B, T + c*vt, 3, H, W); captions (B, T + c*vt, L)."""
+    frames, seeds = cfg.history + cfg.chunk * cfg.vae_time, range(CUT_BACK_SEED_OFFSET, CUT_BACK_SEED_OFFSET + n)
+    true = storyboard_videos(seeds, frames, cfg.height, cut_back=cfg.history, gap=gap)
+    other = storyboard_videos(seeds, frames, cfg.height, cut_back=cfg.history, gap=gap, a_look=1)
+    return {"video": true["video"], "other": other["video"], "captions": true["captions"]}
+
+
+@torch.no_grad()
+def cut_back_scores(dit, phi, cfg: Config, gaps: list, n: int = 64, batch: int = 16) -> dict:
+    """PSNR of the chunk after a cut back, whole frames, per story: {gap: {"model", "swapped",
+    "chance", "copy"}}, each a list over the n stories.
+        model    the chunk generated from the true history, with the chunk's captions;
+        swapped  the same, from a history in which A shows another look (the memory is wrong);
+        chance   the other look's true frames: right captions, wrong look;
+        copy     A's last frame before the cut repeated: what perfect recall of a still shot scores.
+    model - swapped is the memory use after a cut back, in dB."""
+    s, vt = cfg.latent_frames, cfg.vae_time
+    out = {}
+    for gap in gaps:
+        data = cut_back_set(cfg, gap, n)
+        video, truth = data["video"], data["video"][:, s * vt:]                # truth (B, c*vt, 3, H, W)
+        caption = latent_captions(data["captions"], vt)[:, s:s + cfg.chunk] if cfg.captions else None
+        scores = {}
+        for name, history in (("model", video), ("swapped", data["other"])):
+            gen = torch.Generator().manual_seed(gap)
+            got = torch.cat([next_chunk(dit, phi, history[i:i + batch], s, cfg, gen,
+                                        caption=None if caption is None else caption[i:i + batch])[0]
+                             for i in range(0, n, batch)])
+            scores[name] = psnr(got, truth).mean(1).tolist()                    # (B,) over the chunk's frames
+        scores["chance"] = psnr(data["other"][:, s * vt:], truth).mean(1).tolist()
+        last_a = video[:, s * vt - gap][:, None].expand_as(truth)               # A's last frame before the cut
+        scores["copy"] = psnr(last_a, truth).mean(1).tolist()
+        out[gap] = scores
+    return out
 
 
 def drift_stats(video) -> torch.Tensor:

@@ -103,9 +103,10 @@ def chunk_positions(batch: int, cfg: Config, device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def next_chunk(dit, phi, video, s: int, cfg: Config, generator=None, on_step=None) -> tuple:
-    """Sample the chunk after split point s from noise with Euler, seeing only ar_context.
-    video (B, >= s*vt, 3, H, W) -> (chunk (B, c*vt, 3, H, W) in [-1, 1], context tokens used)."""
+def next_chunk(dit, phi, video, s: int, cfg: Config, generator=None, on_step=None, caption=None) -> tuple:
+    """Sample the chunk after split point s from noise with Euler, seeing only ar_context and the
+    chunk's captions (B, c, L) if given (--captions). video (B, >= s*vt, 3, H, W) ->
+    (chunk (B, c*vt, 3, H, W) in [-1, 1], context tokens used)."""
     B, c = video.shape[0], cfg.chunk
     context, context_pos = ar_context(dit, phi, video, s, cfg)               # (B, N_ctx, D), (B, N_ctx, 3)
     frame_pos = chunk_positions(B, cfg, video.device)
@@ -114,7 +115,7 @@ def next_chunk(dit, phi, video, s: int, cfg: Config, generator=None, on_step=Non
     def velocity(x, t):
         if on_step:
             on_step()
-        return dit(x, t[:, None].expand(B, c), frame_pos, context, context_pos, cache)
+        return dit(x, t[:, None].expand(B, c), frame_pos, context, context_pos, cache, caption)
     shape = (B, c, cfg.latent_channels, cfg.height // cfg.vae_space, cfg.width // cfg.vae_space)
     noise = torch.randn(shape, generator=generator).to(video.device)
     x0 = euler_sample(velocity, noise, cfg.sample_steps, cfg.t_shift)       # (B, c, C, h, w)

@@ -42,10 +42,11 @@ from tqdm import tqdm
 from config import Config, ConfigError, Interrupted, add_config_flags, config_from_args, fail, run_main
 from compressor import Compressor
 from data import DataError
-from dit import DiT
+from dit import DiT, drop_captions
 from flow import add_noise, velocity_target, sample_t
 from latent import encode
 from metrics import psnr, ssim
+from storyboard import cut_back_frames, latent_captions
 from checkpoint import RunFolder, read_checkpoint, write_atomically
 from footprint import check_training_fits
 from sample import ar_context, chunk_positions, next_chunk, save_rows_png
@@ -61,22 +62,31 @@ def split_points(cfg: Config) -> list:
     return list(range(rt, cfg.latent_frames + 1, rt))
 
 
-def ar_loss(dit, phi, video, s: int, cfg: Config):
-    """L_ar for long videos (B, (T' + c)*vt, 3, H, W) cut at s -> (loss, per-sample loss, t)."""
+def ar_loss(dit, phi, video, s: int, caption, cfg: Config):
+    """L_ar for long videos (B, (T' + c)*vt, 3, H, W) cut at s -> (loss, per-sample loss, t).
+    caption: the chunk's captions c (B, c, L), or None (a world without captions)."""
     B, c, vt = video.shape[0], cfg.chunk, cfg.vae_time
     context, context_pos = ar_context(dit, phi, video, s, cfg)               # (B, N_ctx, D), (B, N_ctx, 3)
     x0 = encode(video[:, s * vt:(s + c) * vt], cfg.vae_space, vt)            # (B, c, C, h, w) the next chunk
     t = sample_t(B, cfg.t_mean, cfg.t_std, cfg.t_shift).to(video.device)    # (B,)
     eps = torch.randn_like(x0)
-    v = dit(add_noise(x0, eps, t), t[:, None].expand(B, c), chunk_positions(B, cfg, video.device), context, context_pos)
+    v = dit(add_noise(x0, eps, t), t[:, None].expand(B, c), chunk_positions(B, cfg, video.device), context, context_pos,
+            caption=caption)
     per_sample = (v - velocity_target(x0, eps)).pow(2).mean(dim=(1, 2, 3, 4))   # (B,) the chunk only
     return per_sample.mean(), per_sample.detach(), t
 
 
-def evaluate_next_chunk(dit, phi, val, cfg: Config, batch: int = 32) -> dict:
+def chunk_captions(captions, s: int, cfg: Config):
+    """Frame captions (B, T, L) or None -> the captions of the chunk after split s, (B, c, L) or None."""
+    return None if captions is None else latent_captions(captions, cfg.vae_time)[:, s:s + cfg.chunk]
+
+
+def evaluate_next_chunk(dit, phi, val, cfg: Config, batch: int = 32, captions=None) -> dict:
     """PSNR/SSIM of the chunk after the whole history (s = T'), one sample per validation video."""
     s, vt, gen = cfg.latent_frames, cfg.vae_time, torch.Generator().manual_seed(1234)
-    got = torch.cat([next_chunk(dit, phi, val[i:i + batch], s, cfg, gen)[0] for i in range(0, len(val), batch)])
+    caption = chunk_captions(captions, s, cfg)
+    got = torch.cat([next_chunk(dit, phi, val[i:i + batch], s, cfg, gen, caption=caption if caption is None else caption[i:i + batch])[0]
+                     for i in range(0, len(val), batch)])
     truth = val[:, s * vt:(s + cfg.chunk) * vt]                              # (V, c*vt, 3, H, W)
     return {"chunk_psnr": psnr(got, truth).mean().item(), "chunk_ssim": ssim(got, truth).mean().item()}
 
@@ -94,7 +104,8 @@ def init_models(cfg: Config, init: str) -> tuple:
         missing, unexpected = dit.load_state_dict(ckpt["dit_ema"], strict=False)
     except RuntimeError:                             # a tensor of another shape
         missing, unexpected = [], ["shape"]
-    if unexpected or any(".cross." not in k and ".norm_cross." not in k for k in missing):
+    new_parts = (".cross.", ".norm_cross.", "caption_encoder.")   # start as no-ops: cross-attention, captions
+    if unexpected or any(not any(part in k for part in new_parts) for k in missing):
         raise ConfigError(f"--init {init}: its DiT does not match this config (dim/depth/heads/patch/latent or "
                           f"cross_attn differ); drop the flags that change the model's shape")
     same_phi = all(getattr(old, k) == getattr(cfg, k) for k in ("compressor", "rate", "hr_channels", "hr_blocks"))
@@ -126,7 +137,12 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
     with RunFolder(out, resuming, overwrite, active=main_process) as folder:
 
         # --- data: clips of the history plus one chunk ------------------------------------------
-        train_videos, pools, val, source = process_videos(cfg, rank, world, data, frames=cfg.history + cfg.chunk * cfg.vae_time)
+        train_videos, pools, val, source, captions = process_videos(cfg, rank, world, data,
+                                                                    frames=cfg.history + cfg.chunk * cfg.vae_time)
+        if cfg.captions and captions is None:
+            raise ConfigError(f"--captions true needs a world with captions: --data storyboard (not {cfg.data})")
+        captions = captions if cfg.captions else None
+        returns = cut_back_frames(captions["train"]) // cfg.vae_time if captions else None   # (N,) latent frames
         say(f"data: {source}; train {tuple(train_videos.shape)}, val {tuple(val.shape)}")
 
         # --- models -----------------------------------------------------------------------------
@@ -146,11 +162,21 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
         splits = split_points(cfg)
 
         def draw(i):
-            """Micro-batch i: (b, T + c, 3, H, W) clips and one split point s for all of them."""
+            """Micro-batch i: (b, T + c, 3, H, W) clips, one split point s for all of them, and the
+            chunk's captions (b, c, L) (caption dropout applied) or None."""
             s = splits[torch.randint(len(splits), ()).item()]
             if torch.rand(()) < cfg.split_full:                          # ... or after the whole history
                 s = cfg.latent_frames
-            return random_batch(train_videos, pools[i], micro, cfg), s
+            pool = pools[i]
+            if returns is not None and torch.rand(()) < cfg.split_return:   # ... or where the chunk cuts back:
+                r = returns[pool][torch.randint(len(pool), ()).item()].item()   # one clip's return, then
+                s = max([p for p in splits if p <= r] or [s])                 # the split whose chunk holds it
+                back = pool[(returns[pool] >= s) & (returns[pool] < s + cfg.chunk)]
+                pool = back if len(back) else pool                            # every clip returns there
+            rows = pool[torch.randint(len(pool), (micro,), device=pool.device)]
+            caption = chunk_captions(None if captions is None else captions["train"][rows], s, cfg)
+            caption = None if caption is None else drop_captions(caption, cfg.caption_dropout)
+            return random_batch(train_videos, pools[i], micro, cfg, rows), s, caption
 
         saved = []                                               # the line naming the last checkpoint
 
@@ -188,7 +214,7 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
                     bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
                 if main_process and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
                     eval_start = time.time()
-                    result = evaluate_next_chunk(ema_dit, ema_phi, val, cfg)
+                    result = evaluate_next_chunk(ema_dit, ema_phi, val, cfg, captions=captions and captions["val"])
                     log.write(json.dumps({"step": step + 1, "val": result}) + "\n")
                     log.flush()
                     if not quiet:
@@ -208,9 +234,10 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
 
         # --- final evaluation and a picture: the last frames, the true chunk, the predicted chunk ---
         save_checkpoint(cfg.steps)
-        final = evaluate_next_chunk(ema_dit, ema_phi, val, cfg)
+        final = evaluate_next_chunk(ema_dit, ema_phi, val, cfg, captions=captions and captions["val"])
         s, vt, c = cfg.latent_frames, cfg.vae_time, cfg.chunk
-        got = next_chunk(ema_dit, ema_phi, val[:4], s, cfg, torch.Generator().manual_seed(0))[0]   # (4, c*vt, 3, H, W)
+        got = next_chunk(ema_dit, ema_phi, val[:4], s, cfg, torch.Generator().manual_seed(0),
+                         caption=chunk_captions(captions and captions["val"][:4], s, cfg))[0]   # (4, c*vt, 3, H, W)
         rows = [row for v, g in zip(val[:4], got) for row in (v[(s - 2) * vt:(s + c) * vt], torch.cat([v[(s - 2) * vt:s * vt], g]))]
         save_rows_png(rows, os.path.join(out, "next_chunk.png"))
         summary = {"name": name, "stage": 2, "init": init, "init_origin": origin, "compressor": cfg.compressor,
@@ -238,7 +265,7 @@ def main():
     args = parser.parse_args()
     cfg = stage2_config(args)
     tag = "scratch" if args.init == "none" else "init"
-    name = f"ar_{cfg.compressor}_{cfg.rate}_w{cfg.window}_{tag}" + ("" if cfg.data == "synthetic" else "_real")
+    name = f"ar_{cfg.compressor}_{cfg.rate}_w{cfg.window}_{tag}" + {"synthetic": "", "storyboard": "_story"}.get(cfg.data, "_real")
     try:
         train_ar(cfg, cfg.out or os.path.join("runs", name), args.init, resuming=args.resume, overwrite=args.overwrite)
     except DataError as e:

@@ -145,7 +145,7 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
     with RunFolder(out, resuming, overwrite, active=main_process) as folder:
 
         # --- data -------------------------------------------------------------------------------
-        train_videos, pools, val, source = process_videos(cfg, rank, world, data)
+        train_videos, pools, val, source, _ = process_videos(cfg, rank, world, data)   # stage 1 reads no captions
         say(f"data: {source}; train {tuple(train_videos.shape)}" + (f" in this process of {world}" if world > 1 else "")
             + f", val {tuple(val.shape)}")
 
@@ -251,7 +251,7 @@ def main():
     add_config_flags(parser)
     args = parser.parse_args()
     cfg = config_from_args(args)
-    name = f"{cfg.compressor}_{cfg.rate}" + ("" if cfg.data == "synthetic" else "_real")
+    name = f"{cfg.compressor}_{cfg.rate}" + {"synthetic": "", "storyboard": "_story"}.get(cfg.data, "_real")
     try:
         train(cfg, cfg.out or os.path.join("runs", name), resuming=args.resume, overwrite=args.overwrite)
     except DataError as e:

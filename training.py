@@ -29,17 +29,25 @@ MAX_UPDATE = 1.0     # the NaN guard undoes an update that moves the weights by 
 
 from config import Config, ConfigError, result_fields
 from data import TRAIN_SEED_OFFSET, VAL_SEED_OFFSET, synthetic_videos, video_folder_clips
+from storyboard import storyboard_videos
 from flow import loss_per_t_bin
 from checkpoint import read_checkpoint, write_atomically
 
 
 def load_videos(cfg: Config, frames: int = 0, progress: bool = True, only=None):
-    """-> train (N, T, 3, H, W), val (V, T, 3, H, W), and a line saying where they came from.
+    """-> train (N, T, 3, H, W), val (V, T, 3, H, W), and a line saying where they came from; the
+    storyboard world adds a fourth item, its captions {"train": (N, T, L), "val": (V, T, L)}.
     T = frames, or the history by default (stage 2 asks for the history plus a chunk).
     only: indices of the synthetic training videos to generate (default all of them)."""
     frames = frames or cfg.history
     if cfg.height != cfg.width:
         raise ConfigError(f"training data is square: set --height and --width equal (got {cfg.height}x{cfg.width})")
+    if cfg.data == "storyboard":
+        indices = range(cfg.train_videos) if only is None else only
+        train = storyboard_videos([TRAIN_SEED_OFFSET + j for j in indices], frames, cfg.height)
+        val = storyboard_videos(range(VAL_SEED_OFFSET, VAL_SEED_OFFSET + cfg.val_videos), frames, cfg.height)
+        return (train["video"], val["video"], f"storyboard: {cfg.train_videos} train stories, {cfg.val_videos} validation",
+                {"train": train["captions"], "val": val["captions"]})
     if cfg.data == "synthetic":
         indices = range(cfg.train_videos) if only is None else only
         train = synthetic_videos([TRAIN_SEED_OFFSET + j for j in indices], frames, cfg.height, progress=progress)
@@ -66,11 +74,11 @@ def make_optimizer(params, cfg: Config):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
 
-def random_batch(videos, pool, size: int, cfg: Config):
-    """`size` of the videos whose rows are in `pool`, drawn at random (B, T, 3, H, W); real clips are
-    few, so half the batches are mirrored."""
-    video = videos[pool[torch.randint(len(pool), (size,), device=pool.device)]]
-    return video.flip(-1) if cfg.data != "synthetic" and torch.rand(()) < 0.5 else video
+def random_batch(videos, pool, size: int, cfg: Config, rows=None):
+    """`size` of the videos whose rows are in `pool`, drawn at random (B, T, 3, H, W), or the given
+    rows; real clips are few, so half the batches are mirrored."""
+    video = videos[pool[torch.randint(len(pool), (size,), device=pool.device)] if rows is None else rows]
+    return video.flip(-1) if cfg.data not in ("synthetic", "storyboard") and torch.rand(()) < 0.5 else video
 
 
 # --- scaling up: processes, micro-batches, precision (README, "Scaling up") ----------------------
@@ -101,25 +109,31 @@ def setup_distributed(cfg: Config) -> tuple:
 
 
 def process_videos(cfg: Config, rank: int, world: int, data=None, frames: int = 0) -> tuple:
-    """This process's shard of the training videos -> (train, pools, val, source), pools[i] the rows
-    of train that micro-batch i may draw from.
+    """This process's shard of the training videos -> (train, pools, val, source, captions), pools[i]
+    the rows of train that micro-batch i may draw from; captions None, or the storyboard world's
+    {"train": (N, T, L) the rows of train, "val": (V, T, L)}.
 
     Micro-batch m = rank * accum + i draws only from the videos j with j % (world * accum) == m:
     processes hold disjoint shards (synthetic videos are generated only where they are used), and
     one process with --accum 2k draws exactly what two processes with --accum k draw."""
     every = world * cfg.accum
     mine = lambda n: [j for j in range(n) if j % every // cfg.accum == rank]
-    held = mine(cfg.train_videos) if data is None and cfg.data == "synthetic" else None
-    train, val, source = data or load_videos(cfg, frames, progress=rank == 0, only=held)
+    generated = data is None and cfg.data in ("synthetic", "storyboard")
+    held = mine(cfg.train_videos) if generated else None
+    train, val, source, *captions = data or load_videos(cfg, frames, progress=rank == 0, only=held)
+    captions = dict(captions[0]) if captions else None
     if held is None:                                    # real clips (or data given): all loaded, keep ours
         held = mine(len(train))
-        train = train[held] if len(held) < len(train) else train   # one process: no copy of the whole set
+        if len(held) < len(train):                      # one process: no copy of the whole set
+            train = train[held]
+            captions = captions and {**captions, "train": captions["train"][held]}
     pools = [torch.tensor([p for p, j in enumerate(held) if j % every == rank * cfg.accum + i], device=cfg.device)
              for i in range(cfg.accum)]
     if min(len(pool) for pool in pools) == 0:
         raise ConfigError(f"{len(held)} training clips cannot feed {every} micro-batches (processes x --accum), one "
                           f"clip each at least: lower --accum or the processes, or add videos")
-    return train.to(cfg.device), pools, val.to(cfg.device), source
+    captions = captions and {k: v.to(cfg.device) for k, v in captions.items()}
+    return train.to(cfg.device), pools, val.to(cfg.device), source, captions
 
 
 def start_run(cfg: Config, quiet: bool) -> tuple:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from compressor import Compressor
-from config import Config, ConfigError
+from config import Config, ConfigError, check
 from dit import DiT
 from latent import encode
 from sample import ar_context, chunk_positions, generate
@@ -64,12 +64,12 @@ def test_the_loss_reads_the_chunk_after_s_and_nothing_later():
     losses = []
     for v in (video, later):
         torch.manual_seed(0)
-        losses.append(ar_loss(dit, phi, v, s, cfg)[0])
+        losses.append(ar_loss(dit, phi, v, s, None, cfg)[0])
     assert torch.equal(losses[0], losses[1])
     changed = video.clone()
     changed[:, s * cfg.vae_time] = -changed[:, s * cfg.vae_time]             # the target itself
     torch.manual_seed(0)
-    assert not torch.equal(ar_loss(dit, phi, changed, s, cfg)[0], losses[0])
+    assert not torch.equal(ar_loss(dit, phi, changed, s, None, cfg)[0], losses[0])
 
 
 @pytest.mark.parametrize("window", [0, 1, 2, 5])
@@ -180,3 +180,36 @@ def test_train_ar_bad_input_is_one_line_exit_2(args, message):
     r = run("train_ar.py", *args)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cut_back_frames_are_read_off_the_captions():
+    from storyboard import cut_back_frames, storyboard_videos
+    stories = storyboard_videos(range(40), 18, 32)
+    assert torch.equal(cut_back_frames(stories["captions"]), stories["cut_back"])
+    one_shot = stories["captions"][:, :1].expand(-1, 18, -1)                  # never cuts away: never returns
+    assert (cut_back_frames(one_shot) == -1).all()
+
+
+def test_storyboard_stage_two_splits_where_the_chunk_cuts_back_and_reads_its_captions(tmp_path, monkeypatch):
+    """--split_return 1: every micro-batch's chunk holds the cut back to the opening shot, and the
+    chunk's captions reach the DiT (its caption encoder learns)."""
+    import train_ar
+    from data import TRAIN_SEED_OFFSET
+    from storyboard import cut_back_frames, storyboard_videos
+    cfg = check(replace(SMALL, data="storyboard", captions=True, caption_dropout=0.0, split_return=1.0, steps=4,
+                        batch=4, train_videos=12, val_videos=2, eval_every=1000, log_every=1, ckpt_every=1000))
+    stories = storyboard_videos([TRAIN_SEED_OFFSET + j for j in range(12)], cfg.history + cfg.chunk, cfg.height)
+    seen, loss = [], train_ar.ar_loss
+
+    def recording(dit, phi, video, s, caption, cfg):
+        seen.append((video.clone(), s, caption.clone()))
+        return loss(dit, phi, video, s, caption, cfg)
+    monkeypatch.setattr(train_ar, "ar_loss", recording)
+    train_ar.train_ar(cfg, str(tmp_path), "none", quiet=True)
+    for video, s, caption in seen:
+        for v, c in zip(video, caption):
+            j = next(j for j in range(12) if torch.equal(stories["video"][j], v))
+            back = cut_back_frames(stories["captions"][j:j + 1]).item()
+            assert s <= back < s + cfg.chunk and torch.equal(c, stories["captions"][j, s:s + cfg.chunk])
+    weights = torch.load(tmp_path / "ckpt.pt", weights_only=True)["dit"]
+    assert weights["caption_encoder.mlp.2.weight"].abs().sum() > 0

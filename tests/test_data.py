@@ -188,9 +188,9 @@ def test_too_short_video_fails_alone_and_is_skipped_beside_long_ones(tmp_path, c
         data.video_folder_clips(str(folder), frames=16, size=16, frame_stride=2, cache_dir=str(tmp_path / "cache"))
     assert "\n" not in str(error.value)
 
-    write_mp4(folder / "long.mp4", 40)  # 20 frames after stride 2: one clip of 16
+    write_mp4(folder / "long.mp4", 64)  # 32 frames after stride 2: two clips of 16 (one trains, one validates)
     clips = data.video_folder_clips(str(folder), frames=16, size=16, frame_stride=2, cache_dir=str(tmp_path / "cache"))
-    assert list(clips) == ["long.mp4"] and clips["long.mp4"].shape == (1, 16, 3, 16, 16)
+    assert list(clips) == ["long.mp4"] and clips["long.mp4"].shape == (2, 16, 3, 16, 16)
     warning = capsys.readouterr().err
     assert "short.mp4" in warning and "12 frames" in warning and len(warning.strip().splitlines()) == 1
 

@@ -240,3 +240,13 @@ def test_sigterm_while_generating_data_or_sampling_is_one_line_130(tmp_path, fin
     sampling = signalled(["sample.py", "--ckpt", finished / "ckpt.pt", "--generate", "--chunks", "500",
                           "--out", tmp_path], after=6)
     assert sampling.returncode == 130 and "Traceback" not in sampling.stderr and "interrupted" in sampling.stderr
+
+
+def test_a_video_too_short_for_the_checkpoint_names_a_fix_sample_accepts(tmp_path, capsys, finished):
+    import imageio
+    import numpy as np
+    imageio.v2.mimwrite(tmp_path / "short.mp4", np.zeros((6, 32, 32, 3), np.uint8), fps=8)
+    code, err = cli(capsys, sample, "--ckpt", finished / "ckpt.pt", "--retrieve", "--video", tmp_path / "short.mp4",
+                    "--out", tmp_path)
+    line = one_line(err)
+    assert code == 2 and "fewer than the 8 a clip needs" in line and "--history" not in line, line
