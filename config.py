@@ -169,19 +169,26 @@ def seed_int(text: str) -> int:
 
 
 def run_main(main):
-    """Run a script's main(): bad input (ConfigError) is one line and exit 2 (fail), and Ctrl-C or
-    SIGTERM anywhere outside a training loop (which saves first, training.interruptible) is one
-    line and exit 130, never a traceback."""
+    """Run a script's main(): bad input (ConfigError, DataError) is one line and exit 2 (fail);
+    Ctrl-C or SIGTERM is one line and exit 130, never a traceback: inside a training loop the
+    loop saves first and raises Interrupted (training.interruptible), anywhere else it just stops."""
     def on_term(number, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
     try:
         main()
-    except ConfigError as e:
+    except ConfigError as e:                     # data.DataError is one too
         fail(str(e))
+    except Interrupted as e:                     # the training loop saved first; its message says how to go on
+        print(str(e), file=sys.stderr)
+        sys.exit(130)
     except KeyboardInterrupt:
         print(f"interrupted: {os.path.basename(sys.argv[0])} stopped; files it had finished are kept", file=sys.stderr)
         sys.exit(130)
+    except MemoryError:                          # torch.OutOfMemoryError too: an estimate in footprint.py fell short
+        fail("out of memory: lower --batch (or raise --accum), --history, --height/--width or --train_videos")
+    except OSError as e:                         # a full disk, a folder gone mid-run: what and where, not a traceback
+        fail(f"{e.strerror or e}{f': {e.filename}' if e.filename else ''}; files written before it are kept")
 
 
 def check(cfg: Config, rate_must_divide: bool = True) -> Config:
@@ -210,7 +217,8 @@ def check(cfg: Config, rate_must_divide: bool = True) -> Config:
               "t_std": (cfg.t_std > 0, "above 0"), "t_shift": (cfg.t_shift > 0, "above 0"),
               "pos_bias": (cfg.pos_bias >= 0, "0 or more"), "rope_base": (cfg.rope_base > 1, "above 1"),
               "window": (cfg.window >= 0, "0 or more latent frames"), "hr_blocks": (cfg.hr_blocks >= 0, "0 or more"),
-              "warmup": (cfg.warmup >= 0, "0 or more steps"), "threads": (cfg.threads >= 0, "0 (PyTorch's default) or more")}
+              "warmup": (cfg.warmup >= 0, "0 or more steps"), "threads": (0 <= cfg.threads <= 4 * (os.cpu_count() or 1), f"0 (PyTorch's default) to {4 * (os.cpu_count() or 1)}, "
+                                                                          f"4 per core of this machine")}
     for name, (ok, allowed) in ranges.items():
         if not ok:
             raise ConfigError(f"--{name} must be {allowed}, got {getattr(cfg, name)}")

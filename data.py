@@ -32,10 +32,10 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from config import fail, run_main
+from config import ConfigError, run_main
 
 
-class DataError(ValueError):
+class DataError(ConfigError):
     """A bad input: the message is one line naming the problem and the fix."""
 
 
@@ -426,10 +426,7 @@ def main():
     horizontal_detail = (videos[..., 1:] - videos[..., :-1]).abs().mean()
     print(f"mean |horizontal neighbour difference| = {horizontal_detail:.3f} (a measure of fine detail)")
     if len(sys.argv) > 1:
-        try:
-            clips = video_folder_clips(sys.argv[1], frames=16, size=32, frame_stride=4)
-        except DataError as e:
-            fail(str(e))
+        clips = video_folder_clips(sys.argv[1], frames=16, size=32, frame_stride=4)
         for name, clip in clips.items():
             print(f"{name}: {tuple(clip.shape)} (clips, T, C, H, W)")
 

@@ -36,7 +36,6 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 from config import SCALES, Config, ConfigError, Interrupted, check, fail, finite_float, result_fields, run_main
-from data import DataError
 from plot import line_chart
 from metrics import psnr
 from checkpoint import load_checkpoint, read_checkpoint, writable_folder, write_atomically
@@ -386,17 +385,5 @@ def main():
     print(f"wrote {args.results}/table1.md, table1.json, table1_position*.png, table1_rate*.png, table1_grid*.png")
 
 
-def cli():
-    """main(), whose bad input is one line (DataError too: a broken video in --real) and which, when
-    stopped inside a row's training loop, says that the row was saved (Interrupted)."""
-    try:
-        main()
-    except DataError as error:
-        fail(str(error))
-    except Interrupted as error:
-        print(str(error), file=sys.stderr)
-        sys.exit(130)
-
-
 if __name__ == "__main__":
-    run_main(cli)
+    run_main(main)

@@ -85,6 +85,17 @@ def video_bytes(videos: int, frames: int, cfg: Config) -> int:
     return videos * frames * 3 * cfg.height * cfg.width * FLOAT_BYTES
 
 
+def generous_bytes(cfg: Config) -> int:
+    """A quick upper bound on activation_bytes per sample, with no trace (which costs seconds on its
+    first call): the trace keeps about 34 floats per token, block and width in the DiT, up to 21
+    per history pixel value in the compressor, and one ALiBi bias; we allow 48 and 32, and count
+    every history token as a memory token (stage 2's full history) plus the frames predicted."""
+    rows, cols = cfg.token_grid[1:]
+    n = math.prod(cfg.token_grid) + max(cfg.targets, cfg.chunk + cfg.window) * rows * cols
+    dit = 48 * cfg.depth * n * cfg.dim * FLOAT_BYTES + cfg.heads * n * n * FLOAT_BYTES
+    return dit + 32 * video_bytes(1, cfg.history, cfg)
+
+
 def check_fits(cfg: Config, what: str, need: float, share: float = 0.8):
     """Raise ConfigError when `need` bytes exceed `share` of the device's memory."""
     have = machine_memory(cfg.device)
@@ -101,8 +112,10 @@ def check_training_fits(cfg: Config, frames: int, batch_per_process: int):
                    video_bytes(cfg.train_videos + cfg.val_videos, frames, cfg))
     check_fits(cfg, f"--height/--width {cfg.height}x{cfg.width} at --history {cfg.history}",
                video_bytes(1, frames, cfg) * 8)                 # one clip and its working copies, before the trace
-    act = activation_bytes(cfg)
-    per_sample = act["dit"] + act["compressor"] + act["attention_bias"]
+    per_sample = generous_bytes(cfg)
+    if per_sample * batch_per_process > 0.2 * machine_memory(cfg.device):   # near the limit: trace it exactly
+        act = activation_bytes(cfg)
+        per_sample = act["dit"] + act["compressor"] + act["attention_bias"]
     check_fits(cfg, f"a micro-batch of {batch_per_process} (--batch {cfg.batch} / processes / --accum {cfg.accum}) "
                f"at {cfg.height}x{cfg.width}, --history {cfg.history}", per_sample * batch_per_process)
 

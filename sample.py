@@ -31,11 +31,12 @@ from tqdm import tqdm
 from config import Config, ConfigError, fail, run_main, seed_int
 from checkpoint import load_checkpoint, writable_folder, write_atomically
 from compressor import memory_positions
-from data import DataError, VAL_SEED_OFFSET, synthetic_video, video_file_clips
+from data import VAL_SEED_OFFSET, synthetic_video, video_file_clips
 from flow import euler_sample
 from footprint import check_fits, video_bytes
 from latent import encode, decode
 from metrics import psnr, ssim
+from storyboard import format_story, latent_captions, parse_story, storyboard_video
 
 SHORT_VIDEO_ADVICE = "use a longer video: the checkpoint fixes the history and frame stride"
 
@@ -123,14 +124,17 @@ def next_chunk(dit, phi, video, s: int, cfg: Config, generator=None, on_step=Non
 
 
 @torch.no_grad()
-def generate(dit, phi, prompt, chunks: int, cfg: Config, generator=None, progress: bool = True) -> tuple:
+def generate(dit, phi, prompt, chunks: int, cfg: Config, generator=None, progress: bool = True, story=None) -> tuple:
     """prompt (B, P, 3, H, W) -> (video (B, P + chunks*c*vt, 3, H, W), context tokens used per chunk).
-    Every chunk re-compresses the whole history so far, then samples c latent frames with Euler."""
+    Every chunk re-compresses the whole history so far, then samples c latent frames with Euler.
+    story: (B, P + chunks*c*vt, L) frame captions (--captions models), each chunk reading its own."""
     video, used = prompt, []
     steps_bar = tqdm(total=cfg.sample_steps, desc="euler steps", leave=False, disable=not progress)
     for _ in tqdm(range(chunks), desc="chunks", disable=not progress):
         steps_bar.reset()
-        chunk, n_context = next_chunk(dit, phi, video, video.shape[1] // cfg.vae_time, cfg, generator, steps_bar.update)
+        s = video.shape[1] // cfg.vae_time
+        caption = None if story is None else latent_captions(story, cfg.vae_time)[:, s:s + cfg.chunk]   # (B, c, L)
+        chunk, n_context = next_chunk(dit, phi, video, s, cfg, generator, steps_bar.update, caption)
         video = torch.cat([video, chunk], dim=1)                             # the history grows by one chunk
         used.append(n_context)
     steps_bar.close()
@@ -193,12 +197,17 @@ def save_rows_gif(frames_of_rows, path, scale=4, ms=120):
 
 
 def prompt_clip(cfg: Config, video_path: str, seed: int, frames: int, after: int) -> tuple:
-    """-> (clip (1, frames, 3, H, W), its true next `after` frames or None): the first frames of a
-    video file, or of synthetic validation video `seed` (whose later frames are the truth)."""
+    """-> (clip (1, frames, 3, H, W), its true next `after` frames or None, the true story (1, frames
+    + after, L) or None): the first frames of a video file, or of validation video `seed` of the
+    checkpoint's world (whose later frames are the truth; a storyboard's captions are its story)."""
     if video_path:
-        return video_file_clips(video_path, frames, cfg.height, cfg.frame_stride, advice=SHORT_VIDEO_ADVICE)[:1], None
-    full = synthetic_video(VAL_SEED_OFFSET + seed, frames + after, cfg.height)[None]   # (1, frames + after, 3, H, W)
-    return full[:, :frames], full[:, frames:]
+        return video_file_clips(video_path, frames, cfg.height, cfg.frame_stride, advice=SHORT_VIDEO_ADVICE)[:1], None, None
+    if cfg.data == "storyboard":
+        story = storyboard_video(VAL_SEED_OFFSET + seed, frames + after, cfg.height)
+        full, captions = story["video"][None], story["captions"][None]
+    else:
+        full, captions = synthetic_video(VAL_SEED_OFFSET + seed, frames + after, cfg.height)[None], None
+    return full[:, :frames], full[:, frames:], captions                   # (1, frames, 3, H, W), (1, after, ...)
 
 
 def main():
@@ -213,6 +222,10 @@ def main():
     parser.add_argument("--chunks", type=int, default=16, help="--generate: chunks to generate (default 16)")
     parser.add_argument("--prompt", type=int, default=0,
                         help="--generate: prompt length in frames (default: half the history; a multiple of the rate's t)")
+    parser.add_argument("--story", default="",
+                        help="--generate with a --captions model: the captions of every frame, prompt and generated, as "
+                             "'0-8: red stripes, blue disc | 8-16: green dots, white cross | 16-24: red stripes, blue disc' "
+                             "or a file holding that (default: the validation story's own captions)")
     parser.add_argument("--noise_seed", type=seed_int, default=0, help="seed of the sampler's noise, in [0, 2**63)")
     parser.add_argument("--out", default="", help="folder for the outputs (default: the checkpoint's)")
     parser.error = fail
@@ -221,32 +234,38 @@ def main():
         fail("pass exactly one of --retrieve (stage 1) or --generate (stage 2)")
     out = writable_folder(args.out or os.path.dirname(os.path.abspath(args.ckpt)))    # before any work
     cfg, dit, phi, stage = load_checkpoint(args.ckpt)
-    try:
-        if args.generate:
-            step = cfg.vae_time * cfg.rate_hwt[2]                 # history lengths phi can pool exactly
-            prompt_frames = args.prompt or cfg.history // 2 // step * step
-            if prompt_frames < step or prompt_frames % step or args.chunks < 1:
-                raise ConfigError(f"--prompt must be a positive multiple of {step} frames and --chunks >= 1")
-            after = args.chunks * cfg.chunk * cfg.vae_time
-            check_fits(cfg, f"--chunks {args.chunks} ({prompt_frames + after:,} frames of {cfg.height}x{cfg.width}, "
-                       f"with the truth and the pictures)", video_bytes(6, prompt_frames + after, cfg))
-            video, truth = prompt_clip(cfg, args.video, args.seed, prompt_frames, after)
-        elif args.video:
-            video = video_file_clips(args.video, cfg.history, cfg.height, cfg.frame_stride, advice=SHORT_VIDEO_ADVICE)[:1]
-        else:
-            video = synthetic_video(VAL_SEED_OFFSET + args.seed, cfg.history, cfg.height)[None]   # (1, T, 3, H, W)
-        T = cfg.latent_frames
-        frames = args.frames or np.linspace(0, T - 1, min(8, T)).round().astype(int).tolist()
-        if args.retrieve and not all(0 <= f < T for f in frames):
-            raise ConfigError(f"--frames must lie in [0, {T - 1}], the latent frames of the history")
-    except DataError as e:
-        fail(str(e))
+    if args.generate:
+        step = cfg.vae_time * cfg.rate_hwt[2]                 # history lengths phi can pool exactly
+        prompt_frames = args.prompt or cfg.history // 2 // step * step
+        if prompt_frames < step or prompt_frames % step or args.chunks < 1:
+            raise ConfigError(f"--prompt must be a positive multiple of {step} frames and --chunks >= 1")
+        after = args.chunks * cfg.chunk * cfg.vae_time
+        check_fits(cfg, f"--chunks {args.chunks} ({prompt_frames + after:,} frames of {cfg.height}x{cfg.width}, "
+                   f"with the truth and the pictures)", video_bytes(6, prompt_frames + after, cfg))
+        video, truth, story = prompt_clip(cfg, args.video, args.seed, prompt_frames, after)
+        if args.story and not cfg.captions:
+            raise ConfigError(f"--story: {args.ckpt} was trained without captions (--captions false); drop --story")
+        story = parse_story(args.story, prompt_frames + after)[None] if args.story else story   # (1, T, L)
+        story = story if cfg.captions else None
+    elif args.story:
+        raise ConfigError("--story goes with --generate")
+    elif args.video:
+        video = video_file_clips(args.video, cfg.history, cfg.height, cfg.frame_stride, advice=SHORT_VIDEO_ADVICE)[:1]
+    else:
+        world = (lambda *a: storyboard_video(*a)["video"]) if cfg.data == "storyboard" else synthetic_video
+        video = world(VAL_SEED_OFFSET + args.seed, cfg.history, cfg.height)[None]           # (1, T, 3, H, W)
+    T = cfg.latent_frames
+    frames = args.frames or np.linspace(0, T - 1, min(8, T)).round().astype(int).tolist()
+    if args.retrieve and not all(0 <= f < T for f in frames):
+        raise ConfigError(f"--frames must lie in [0, {T - 1}], the latent frames of the history")
     generator = torch.Generator().manual_seed(args.noise_seed)
     if args.generate:
         if stage != 2:
             print(f"warning: {args.ckpt} is a stage-1 (retrieval) checkpoint; it was never trained to continue a "
                   f"video, so expect poor chunks: fine-tune it with train_ar.py --init {args.ckpt}")
-        made, used = generate(dit, phi, video, args.chunks, cfg, generator)
+        if story is not None:
+            print(f"story: {format_story(story[0])}")
+        made, used = generate(dit, phi, video, args.chunks, cfg, generator, story=story)
         for i, n in enumerate(used):
             print(f"chunk {i + 1:>3}: history {prompt_frames + i * cfg.chunk * cfg.vae_time:>4} frames -> {n} context tokens")
         shown = made if truth is None else torch.cat([made, torch.cat([video, truth], 1)])   # (1 or 2, T, 3, H, W)

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from config import CAPTION_LENGTH, CAPTION_VOCAB, fail
+from config import CAPTION_LENGTH, CAPTION_VOCAB, fail, run_main
 from data import LETTERS, DataError, contrasting_colours, letter_glyph
 
 # ----------------------------------------------------------------------------- the vocabulary
@@ -486,7 +486,7 @@ def main():
     parser.add_argument("--real", default="", help="also stitch stories from this folder of videos")
     parser.error = fail   # one line and exit code 2, as every script here
     args = parser.parse_args()
-    from sample import framed_bthwc_uint8, save_bthwc_uint8_as_mp4_and_gif, save_rows_png   # sample imports dit, which imports us
+    from sample import framed_bthwc_uint8, save_bthwc_uint8_as_mp4_and_gif, save_rows_png   # the picture writers
     os.makedirs(args.out, exist_ok=True)
 
     start = time.time()
@@ -516,7 +516,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DataError as error:
-        fail(str(error))
+    run_main(main)

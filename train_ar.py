@@ -31,7 +31,6 @@ import copy
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import asdict
 
@@ -39,9 +38,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from config import Config, ConfigError, Interrupted, add_config_flags, config_from_args, fail, run_main
+from config import Config, ConfigError, Interrupted, add_config_flags, config_from_args, run_main
 from compressor import Compressor
-from data import DataError
 from dit import DiT, drop_captions
 from flow import add_noise, velocity_target, sample_t
 from latent import encode
@@ -266,13 +264,7 @@ def main():
     cfg = stage2_config(args)
     tag = "scratch" if args.init == "none" else "init"
     name = f"ar_{cfg.compressor}_{cfg.rate}_w{cfg.window}_{tag}" + {"synthetic": "", "storyboard": "_story"}.get(cfg.data, "_real")
-    try:
-        train_ar(cfg, cfg.out or os.path.join("runs", name), args.init, resuming=args.resume, overwrite=args.overwrite)
-    except DataError as e:
-        fail(str(e))
-    except Interrupted as e:
-        print(str(e), file=sys.stderr)
-        sys.exit(130)
+    train_ar(cfg, cfg.out or os.path.join("runs", name), args.init, resuming=args.resume, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

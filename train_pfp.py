@@ -21,7 +21,6 @@ import copy
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import asdict
 
@@ -29,9 +28,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from config import Config, Interrupted, add_config_flags, config_from_args, fail, run_main
+from config import Config, Interrupted, add_config_flags, config_from_args, run_main
 from compressor import Compressor, memory_positions
-from data import DataError
 from dit import DiT
 from flow import add_noise, velocity_target, sample_t
 from latent import encode
@@ -252,13 +250,7 @@ def main():
     args = parser.parse_args()
     cfg = config_from_args(args)
     name = f"{cfg.compressor}_{cfg.rate}" + {"synthetic": "", "storyboard": "_story"}.get(cfg.data, "_real")
-    try:
-        train(cfg, cfg.out or os.path.join("runs", name), resuming=args.resume, overwrite=args.overwrite)
-    except DataError as e:
-        fail(str(e))
-    except Interrupted as e:
-        print(str(e), file=sys.stderr)
-        sys.exit(130)
+    train(cfg, cfg.out or os.path.join("runs", name), resuming=args.resume, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

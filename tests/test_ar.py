@@ -213,3 +213,23 @@ def test_storyboard_stage_two_splits_where_the_chunk_cuts_back_and_reads_its_cap
             assert s <= back < s + cfg.chunk and torch.equal(c, stories["captions"][j, s:s + cfg.chunk])
     weights = torch.load(tmp_path / "ckpt.pt", weights_only=True)["dit"]
     assert weights["caption_encoder.mlp.2.weight"].abs().sum() > 0
+
+
+def test_generate_follows_a_written_story(tmp_path):
+    """sample.py --generate --story: each chunk reads its own captions; a story that does not cover
+    every frame is one line."""
+    import train_ar
+    cfg = check(replace(SMALL, data="storyboard", captions=True, steps=2, batch=2, train_videos=4, val_videos=2,
+                        eval_every=1000, ckpt_every=1000, sample_steps=2))
+    train_ar.train_ar(cfg, str(tmp_path / "run"), "none", quiet=True)
+    ckpt = str(tmp_path / "run" / "ckpt.pt")
+    story = "0-4: red stripes, blue disc | 4-6: green dots, white cross | 6-8: red stripes, blue disc"
+    done = subprocess.run([sys.executable, "sample.py", "--ckpt", ckpt, "--generate", "--prompt", "4", "--chunks", "2",
+                           "--story", story, "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"story: {story}" in done.stdout and (tmp_path / "generate.gif").stat().st_size > 1000
+    short = subprocess.run([sys.executable, "sample.py", "--ckpt", ckpt, "--generate", "--prompt", "4", "--chunks", "2",
+                            "--story", "0-6: red stripes, blue disc", "--out", str(tmp_path)], cwd=ROOT,
+                           capture_output=True, text=True)
+    assert short.returncode == 2 and short.stderr.strip() == \
+        "error: the story ends at frame 6, which stops before the end of the 8 frames it must cover exactly"

@@ -127,7 +127,7 @@ def test_bench_bad_flags_are_one_line(args, message, monkeypatch, capsys, tmp_pa
     (["--threads", "-2"], "--threads must be 0 (the default) or a positive integer, got -2"),
 ])
 def test_evaluate_bad_flags_are_one_line(args, message, monkeypatch, capsys, tmp_path):
-    code, line = in_process(evaluate.cli, ["evaluate.py", *args, "--results", str(tmp_path / "r")], monkeypatch, capsys)
+    code, line = in_process(evaluate.main, ["evaluate.py", *args, "--results", str(tmp_path / "r")], monkeypatch, capsys)
     assert code == 2 and message in line
 
 
@@ -255,21 +255,21 @@ def test_curves_skip_corrupt_lines_with_one_warning(tmp_path):
 
 def test_curves_of_runs_without_a_retrieval_curve(tmp_path, monkeypatch, capsys):
     ar = metrics_run(tmp_path / "ar", [json.dumps({"step": 4, "val": {"chunk_psnr": 12.0, "chunk_ssim": 0.3}})])
-    code, line = in_process(evaluate.cli, ["evaluate.py", "--curves", ar, "--results", str(tmp_path)], monkeypatch, capsys)
+    code, line = in_process(evaluate.main, ["evaluate.py", "--curves", ar, "--results", str(tmp_path)], monkeypatch, capsys)
     assert code == 2 and line == f"error: --curves: {ar} is a train_ar.py run (next-chunk PSNR, not retrieval): " \
                                  "pass run folders of train_pfp.py"
     early = metrics_run(tmp_path / "early", [json.dumps({"step": 20, "loss": 0.5}),
                                              json.dumps({"step": 40, "val": {"psnr": float("nan")}})])   # diverged
     monkeypatch.setattr(sys, "argv", ["evaluate.py", "--curves", early, "--results", str(tmp_path)])
     with pytest.raises(SystemExit) as done:
-        run_main(evaluate.cli)
+        run_main(evaluate.main)
     err = capsys.readouterr().err.strip().splitlines()
     assert done.value.code == 2 and err == [f"warning: {early} has no validation PSNR yet (one every --eval_every "
                                             "steps): left out", "error: --curves: no run has a validation PSNR to plot "
                                             "yet: train longer than --eval_every steps"]
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text("{}\n")
-    code, line = in_process(evaluate.cli, ["evaluate.py", "--curves", str(metrics), "--results", str(tmp_path)],
+    code, line = in_process(evaluate.main, ["evaluate.py", "--curves", str(metrics), "--results", str(tmp_path)],
                             monkeypatch, capsys)
     assert code == 2 and "is a file, not a run folder" in line
 

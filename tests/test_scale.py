@@ -188,3 +188,14 @@ def test_bench_writes_its_tables_and_curve(tmp_path):
     assert tokens["full history"] == [8 * 64 + 128, 16 * 64 + 128]              # every frame's 64 tokens + window
     assert tokens["pfp 4x4x2"] == [8 * 64 // 32 + 128, 16 * 64 // 32 + 128]     # 1/32 of them + window
     assert (tmp_path / "ar_cost.png").stat().st_size > 1000 and "MFU" in (tmp_path / "bench.md").read_text()
+
+
+@pytest.mark.parametrize("changes", [{}, {"compressor": "only_lr", "rate": "1x1x1"}, {"compressor": "large_patchifier"},
+                                     {"depth": 1, "dim": 32, "heads": 2, "history": 8}, {"pos_bias": 0.0, "targets": 4}])
+def test_the_quick_bound_is_above_the_trace(changes):
+    """footprint.generous_bytes lets a run skip the trace when it is far from the limit: it must
+    never be below what the trace counts."""
+    import footprint
+    cfg = check(replace(SCALES["tiny"], **changes))
+    act = footprint.activation_bytes(cfg)
+    assert footprint.generous_bytes(cfg) >= act["dit"] + act["compressor"] + act["attention_bias"]
