@@ -250,3 +250,28 @@ def test_a_video_too_short_for_the_checkpoint_names_a_fix_sample_accepts(tmp_pat
                     "--out", tmp_path)
     line = one_line(err)
     assert code == 2 and "fewer than the 8 a clip needs" in line and "--history" not in line, line
+
+
+def test_captions_stories_and_threads_are_one_line(tmp_path, capsys, finished):
+    cases = [((train_ar, *SMALL, "--init", "none", "--captions", "true", "--out", tmp_path / "a"),
+              "--captions true needs a world with captions: --data storyboard"),
+             ((sample, "--ckpt", finished / "ckpt.pt", "--generate", "--story", "0-8: red stripes, blue disc",
+               "--out", tmp_path), "was trained without captions"),
+             ((sample, "--ckpt", finished / "ckpt.pt", "--retrieve", "--story", "0-8: red", "--out", tmp_path),
+              "--story goes with --generate"),
+             ((train_pfp, "--threads", "100000", "--out", tmp_path / "b"), "4 per core of this machine")]
+    for (module, *argv), words in cases:
+        code, err = cli(capsys, module, *argv)
+        assert code == 2 and words in one_line(err), (argv, err[-300:])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("error,words", [(MemoryError(), "out of memory: lower --batch"),
+                                         (OSError(28, "No space left on device", "runs/x/metrics.jsonl"),
+                                          "No space left on device: runs/x/metrics.jsonl; files written before it are kept")])
+def test_running_out_of_memory_or_disk_mid_run_is_one_line(capsys, error, words):
+    def main():
+        raise error
+    with pytest.raises(SystemExit) as done:
+        run_main(main)
+    assert done.value.code == 2 and words in one_line(capsys.readouterr().err)
