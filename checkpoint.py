@@ -104,13 +104,18 @@ def load_checkpoint(path, device="cpu"):
 
 
 def pid_alive(pid: int) -> bool:
+    """Is process `pid` alive and a Python process (a pid reused by another program is not a run)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:                       # alive, but another user's
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"python" in f.read()
+    except OSError:                               # no /proc (macOS): trust the signal
+        return True
 
 
 class RunFolder:

@@ -139,8 +139,14 @@ def test_a_live_lock_refuses_and_a_stale_lock_is_taken_over(tmp_path, capsys):
     finally:
         alive.kill()
         alive.wait()
-    code, _ = cli(capsys, train_pfp, *SMALL, "--steps", "2", "--out", out)   # its writer is gone: stale
-    assert code in (0, None) and (out / "summary.json").exists() and not (out / ".lock").exists()
+    reused = subprocess.Popen(["sleep", "60"])                    # its pid now names another program: stale too
+    try:
+        (out / ".lock").write_text(str(reused.pid))
+        code, _ = cli(capsys, train_pfp, *SMALL, "--steps", "2", "--out", out)
+        assert code in (0, None) and (out / "summary.json").exists() and not (out / ".lock").exists()
+    finally:
+        reused.kill()
+        reused.wait()
 
 
 def test_temporary_files_are_unique_and_a_full_disk_keeps_the_old_file(tmp_path):
