@@ -139,11 +139,14 @@ def test_a_live_lock_refuses_and_a_stale_lock_is_taken_over(tmp_path, capsys):
     finally:
         alive.kill()
         alive.wait()
-    reused = subprocess.Popen(["sleep", "60"])                    # its pid now names another program: stale too
+    code, _ = cli(capsys, train_pfp, *SMALL, "--steps", "2", "--out", out)   # its writer is gone: stale
+    assert code in (0, None) and (out / "summary.json").exists() and not (out / ".lock").exists()
+    reused = subprocess.Popen(["sleep", "60"])                    # the pid now names another program: stale too
     try:
-        (out / ".lock").write_text(str(reused.pid))
-        code, _ = cli(capsys, train_pfp, *SMALL, "--steps", "2", "--out", out)
-        assert code in (0, None) and (out / "summary.json").exists() and not (out / ".lock").exists()
+        (tmp_path / "other").mkdir()
+        (tmp_path / "other" / ".lock").write_text(str(reused.pid))
+        code, _ = cli(capsys, train_pfp, *SMALL, "--steps", "2", "--out", tmp_path / "other")
+        assert code in (0, None) and not (tmp_path / "other" / ".lock").exists()
     finally:
         reused.kill()
         reused.wait()
