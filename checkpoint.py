@@ -103,6 +103,22 @@ def load_checkpoint(path, device="cpu"):
     return cfg, dit.eval(), phi.eval(), ckpt.get("stage", 1)
 
 
+def load_dit(dit, path: str) -> dict:
+    """Load a checkpoint's EMA DiT into `dit` (a base model, or stage 1 for stage 2) -> the checkpoint.
+    Parts the checkpoint may lack start as no-ops (cross-attention, the caption encoder) and are
+    trained from there; any other difference is one line naming the flags to match."""
+    ckpt = read_checkpoint(path)
+    try:
+        missing, unexpected = dit.load_state_dict(ckpt["dit_ema"], strict=False)
+    except RuntimeError:                             # a tensor of another shape
+        missing, unexpected = [], ["shape"]
+    new_parts = (".cross.", ".norm_cross.", "caption_encoder.")
+    if unexpected or any(not any(part in k for part in new_parts) for k in missing):
+        raise ConfigError(f"--init {path}: its DiT does not match this config (dim/depth/heads/patch/latent, "
+                          f"cross_attn or captions differ); pass the flags it was trained with")
+    return ckpt
+
+
 def pid_alive(pid: int) -> bool:
     """Is process `pid` alive and a Python process (a pid reused by another program is not a run)?"""
     try:

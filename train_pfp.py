@@ -34,7 +34,7 @@ from dit import DiT
 from flow import add_noise, velocity_target, sample_t
 from latent import encode
 from metrics import psnr, ssim, load_stlpips
-from checkpoint import RunFolder, write_atomically
+from checkpoint import RunFolder, load_dit, write_atomically
 from footprint import check_training_fits
 from sample import retrieve, true_frames, save_rows_png
 from training import (accumulate_gradients, checkpoint_state, count_bad_steps, interruptible, log_row, make_optimizer,
@@ -131,10 +131,11 @@ def retrieval_rows(dit, phi, videos, cfg: Config, n_videos: int = 4, n_frames: i
 
 
 def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int = 0, resuming: bool = False,
-          overwrite: bool = False) -> dict:
+          overwrite: bool = False, init: str = "none") -> dict:
     """Train phi and the DiT on L_pfp, evaluate retrieval, write run files to out -> summary.
     data: (train, val, source) to reuse videos already loaded (evaluate.py); quiet: bar only;
-    resuming: continue from out/ckpt.pt (--resume); overwrite: replace the run in out (--overwrite).
+    resuming: continue from out/ckpt.pt (--resume); overwrite: replace the run in out (--overwrite);
+    init: a base video model's checkpoint whose DiT the run starts from (the paper's starting point).
     Under torchrun every process trains; rank 0 alone logs, evaluates and writes files.
     Raises ConfigError / DataError for bad input, before writing anything."""
     cfg, rank, world, say = start_run(cfg, quiet)
@@ -148,7 +149,10 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
             + f", val {tuple(val.shape)}")
 
         # --- models -----------------------------------------------------------------------------
-        dit, phi = DiT(cfg).to(cfg.device), Compressor(cfg).to(cfg.device)
+        dit, phi = DiT(cfg), Compressor(cfg)
+        if init != "none":                               # a pretrained video DiT; phi's LR branch starts as its patchifier
+            load_dit(dit, init)
+        dit, phi = dit.to(cfg.device), phi.to(cfg.device)
         phi.init_from_patchifier(dit.patchify.weight, dit.patchify.bias)
         ema_dit, ema_phi = copy.deepcopy(dit).requires_grad_(False), copy.deepcopy(phi).requires_grad_(False)
         params = list(dit.parameters()) + list(phi.parameters())
@@ -246,11 +250,14 @@ def main():
                         help="continue the run in --out (or runs/<name>) from its ckpt.pt, exactly where it stopped")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run already in --out (without it, a folder holding a run is refused)")
+    parser.add_argument("--init", default="none",
+                        help="start the DiT from this checkpoint's (a base video model, e.g. a full-history "
+                             "train_ar.py run); pass its shape flags too. Default none: from scratch")
     add_config_flags(parser)
     args = parser.parse_args()
     cfg = config_from_args(args)
     name = f"{cfg.compressor}_{cfg.rate}" + {"synthetic": "", "storyboard": "_story"}.get(cfg.data, "_real")
-    train(cfg, cfg.out or os.path.join("runs", name), resuming=args.resume, overwrite=args.overwrite)
+    train(cfg, cfg.out or os.path.join("runs", name), resuming=args.resume, overwrite=args.overwrite, init=args.init)
 
 
 if __name__ == "__main__":

@@ -233,3 +233,23 @@ def test_generate_follows_a_written_story(tmp_path):
                            capture_output=True, text=True)
     assert short.returncode == 2 and short.stderr.strip() == \
         "error: the story ends at frame 6, which stops before the end of the 8 frames it must cover exactly"
+
+
+def test_stage_one_starts_from_a_base_video_model(tmp_path):
+    """train_pfp --init BASE: the DiT is the base's and phi's LR branch starts as its patchifier; a
+    base of another shape is one line."""
+    import train_ar
+    from train_pfp import train
+    base = check(replace(SMALL, data="storyboard", captions=True, compressor="only_lr", rate="1x1x1", steps=3, batch=2,
+                         train_videos=4, val_videos=2, eval_every=1000, ckpt_every=1000, sample_steps=2))
+    train_ar.train_ar(base, str(tmp_path / "base"), "none", quiet=True)
+    weights = torch.load(tmp_path / "base" / "ckpt.pt", weights_only=True)["dit_ema"]
+    stage1 = check(replace(SMALL, data="storyboard", captions=True, steps=1, batch=2, train_videos=4, val_videos=2,
+                           lr=1e-12, warmup=0, eval_every=1000, ckpt_every=1000, sample_steps=2))
+    train(stage1, str(tmp_path / "s1"), quiet=True, init=str(tmp_path / "base" / "ckpt.pt"))
+    got = torch.load(tmp_path / "s1" / "ckpt.pt", weights_only=True)
+    assert all((got["dit_ema"][k] - w).abs().max() < 1e-6 for k, w in weights.items())
+    assert (got["compressor_ema"]["lr_patchify.weight"] - weights["patchify.weight"]).abs().max() < 1e-6
+    with pytest.raises(ConfigError, match="does not match this config"):
+        train(replace(stage1, dim=64), str(tmp_path / "s1b"), quiet=True, init=str(tmp_path / "base" / "ckpt.pt"))
+    assert not (tmp_path / "s1b").exists()
