@@ -313,6 +313,12 @@ def main():
                         help="--recall: stage-2 steps per row (default: half the stage-1 steps)")
     parser.add_argument("--recall_share", type=finite_float, default=0.5,
                         help="--recall: share of the stage-2 training clips taken from the recall world (default 0.5)")
+    parser.add_argument("--cut_back", nargs="+", default=None, metavar="RUN",
+                        help="instead of the table: recall after a cut back in the storyboard world, for these "
+                             "train_ar.py run folders (--data storyboard), into <results>/cut_back.md and .json")
+    parser.add_argument("--gaps", type=int, nargs="+", default=[3, 6, 10, 16],
+                        help="--cut_back: frames between the shot's last sight and its return (default 3 6 10 16)")
+    parser.add_argument("--stories", type=int, default=48, help="--cut_back: stories per gap (default 48)")
     parser.error = fail
     args = parser.parse_args()
     for name in ("steps", "real_steps", "ar_steps", "threads"):
@@ -330,6 +336,9 @@ def main():
             what = "is a file, not a run folder" if os.path.isfile(missing[0]) else "holds no metrics.jsonl"
             fail(f"--curves: {missing[0]!r} {what}; pass run folders of train_pfp.py")
         return learning_curves(args.curves, os.path.join(args.results, "curves.png"))
+    if args.cut_back:
+        import recall
+        return recall.cut_back_report(args.cut_back, args.gaps, args.stories, args.results, f"python {' '.join(sys.argv)}")
     if args.recall:
         import recall                                  # stage 2 lives in its own file; it imports this one
         cfg = check(replace(SCALES[args.scale], steps=args.steps or SCALES[args.scale].steps, threads=args.threads,

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from config import Config, check, result_fields
+from config import Config, ConfigError, check, result_fields
 from evaluate import cached_summary, labelled_png, run_dir, train_missing
 from data import recall_hidden_range, recall_video, synthetic_videos, VAL_SEED_OFFSET
 from metrics import psnr
@@ -228,6 +228,41 @@ def cut_back_scores(dit, phi, cfg: Config, gaps: list, n: int = 64, batch: int =
         scores["copy"] = psnr(last_a, truth).mean(1).tolist()
         out[gap] = scores
     return out
+
+
+def cut_back_report(runs: list, gaps: list, n: int, results: str, command: str) -> dict:
+    """cut_back_scores for each train_ar.py run folder -> results/cut_back.md and .json: mean PSNR
+    per gap with the memory use (model - swapped) and its 95% interval over the stories."""
+    table = {}
+    for run in runs:
+        path = os.path.join(run, "ckpt.pt")
+        cfg, dit, phi, stage = load_checkpoint(path)
+        if stage != 2 or cfg.data != "storyboard":
+            raise ConfigError(f"--cut_back: {run} is not a train_ar.py run on --data storyboard (stage {stage}, "
+                              f"--data {cfg.data})")
+        if max(gaps) > cfg.history or min(gaps) < 2:
+            raise ConfigError(f"--gaps must lie in [2, {cfg.history}] (the history), got {gaps}")
+        table[run] = {"config": asdict(cfg), "scores": cut_back_scores(dit, phi, cfg, gaps, n)}
+    lines = ["# Recall after a cut back (storyboard world)\n", f"Measured with `{command}`: {n} stories per gap, "
+             "whole-chunk PSNR in dB. `use` is model minus swapped (A's other look in the history), with its 95% "
+             "interval over the stories.\n",
+             "| run | context | gap | model | swapped | use [95%] | chance | copy |", "|---|---|---|---|---|---|---|---|"]
+    for run, entry in table.items():
+        c = entry["config"]
+        for gap, s in entry["scores"].items():
+            use = torch.tensor(s["model"]) - torch.tensor(s["swapped"])
+            half = 1.96 * use.std().item() / math.sqrt(len(use))
+            mean = lambda k: sum(s[k]) / len(s[k])
+            lines.append(f"| {os.path.basename(os.path.normpath(run))} | {c['compressor']} {c['rate']}, window {c['window']} | "
+                         f"{gap} | {mean('model'):.2f} | {mean('swapped'):.2f} | {use.mean():.2f} "
+                         f"[{use.mean() - half:.2f}, {use.mean() + half:.2f}] | {mean('chance'):.2f} | {mean('copy'):.2f} |")
+    text = "\n".join(lines) + "\n"
+    os.makedirs(results, exist_ok=True)
+    write_atomically(os.path.join(results, "cut_back.md"), lambda tmp: open(tmp, "w").write(text))
+    write_atomically(os.path.join(results, "cut_back.json"), lambda tmp: open(tmp, "w").write(json.dumps(
+        {run: {"scores": e["scores"]} for run, e in table.items()}, indent=1)))
+    print(text + f"wrote {results}/cut_back.md and cut_back.json")
+    return table
 
 
 def drift_stats(video) -> torch.Tensor:

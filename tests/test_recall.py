@@ -78,3 +78,25 @@ def test_recall_pipeline_writes_everything_and_reads_its_cache(tmp_path, monkeyp
     monkeypatch.setattr(recall, "train", lambda *a, **k: pytest.fail("stage 1 retrained"))
     monkeypatch.setattr(recall, "train_ar", lambda *a, **k: pytest.fail("stage 2 retrained"))
     recall.train_rows(cfg, 2, runs, 0.5)
+
+
+def test_cut_back_report_scores_a_storyboard_run_and_refuses_others(tmp_path):
+    """evaluate.py --cut_back: the chance row is another look of A (far from the truth), copying
+    A's last frame is near-perfect for these mostly still shots, and a stage-1 run is refused."""
+    from train_ar import train_ar
+    from train_pfp import train
+    from config import ConfigError
+    cfg = check(Config(dim=32, heads=2, depth=1, hr_channels=4, history=8, data="storyboard", captions=True,
+                       compressor="only_lr", rate="1x1x1", steps=2, batch=2, train_videos=4, val_videos=2,
+                       eval_every=1000, ckpt_every=1000, sample_steps=2))
+    train_ar(cfg, str(tmp_path / "run"), "none", quiet=True)
+    table = recall.cut_back_report([str(tmp_path / "run")], [3, 8], 6, str(tmp_path / "results"), "test")
+    scores = table[str(tmp_path / "run")]["scores"]
+    for gap in (3, 8):
+        s = scores[gap]
+        assert len(s["model"]) == len(s["swapped"]) == 6
+        assert sum(s["chance"]) / 6 < 15 and sorted(s["copy"])[3] > 40           # most returns copy A exactly
+    assert "| run | context | gap |" in (tmp_path / "results" / "cut_back.md").read_text()
+    train(replace(cfg, compressor="pfp", rate="2x2x2"), str(tmp_path / "s1"), quiet=True)
+    with pytest.raises(ConfigError, match="not a train_ar.py run on --data storyboard"):
+        recall.cut_back_report([str(tmp_path / "s1")], [3], 2, str(tmp_path / "results"), "test")
