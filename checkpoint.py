@@ -79,6 +79,9 @@ def read_checkpoint(path, device="cpu") -> dict:
     except Exception as e:
         raise ConfigError(f"checkpoint {path!r} could not be read ({type(e).__name__}): it is truncated or not "
                           f"from train_pfp.py/train_ar.py; retrain or pass another file") from e
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
+        raise ConfigError(f"checkpoint {path!r} is a PyTorch file but not a checkpoint of train_pfp.py/train_ar.py "
+                          f"(no config in it): pass a ckpt.pt of theirs")
     try:
         check(Config(**ckpt["config"]))
         ckpt["dit"], ckpt["dit_ema"], ckpt["compressor_ema"]

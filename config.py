@@ -186,7 +186,8 @@ def run_main(main):
         print(f"interrupted: {os.path.basename(sys.argv[0])} stopped; files it had finished are kept", file=sys.stderr)
         sys.exit(130)
     except MemoryError:                          # torch.OutOfMemoryError too: an estimate in footprint.py fell short
-        fail("out of memory: lower --batch (or raise --accum), --history, --height/--width or --train_videos")
+        fail("out of memory: ask for less (training: --batch or a higher --accum, --history, --height/--width, "
+             "--train_videos; other scripts: their counts and sizes) or use a machine with more memory")
     except OSError as e:                         # a full disk, a folder gone mid-run: what and where, not a traceback
         fail(f"{e.strerror or e}{f': {e.filename}' if e.filename else ''}; files written before it are kept")
 

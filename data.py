@@ -32,7 +32,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from config import ConfigError, run_main
+from config import ConfigError, fail, run_main
 
 
 class DataError(ConfigError):
@@ -417,6 +417,11 @@ def video_folder_clips(folder: str, frames: int, size: int, frame_stride: int = 
 
 
 def main():
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", nargs="?", default="", help="a folder of videos to cut into clips (optional)")
+    parser.error = fail
+    folder = parser.parse_args().folder
     video = synthetic_video(seed=0, frames=16, size=32)
     print(f"synthetic_video(seed=0, frames=16, size=32): {tuple(video.shape)} (T, C, H, W), "
           f"range [{video.min():.2f}, {video.max():.2f}]")
@@ -425,8 +430,8 @@ def main():
     print(f"100 validation videos: {tuple(videos.shape)} (B, T, C, H, W) in {time.time() - start:.2f} s")
     horizontal_detail = (videos[..., 1:] - videos[..., :-1]).abs().mean()
     print(f"mean |horizontal neighbour difference| = {horizontal_detail:.3f} (a measure of fine detail)")
-    if len(sys.argv) > 1:
-        clips = video_folder_clips(sys.argv[1], frames=16, size=32, frame_stride=4)
+    if folder:
+        clips = video_folder_clips(folder, frames=16, size=32, frame_stride=4)
         for name, clip in clips.items():
             print(f"{name}: {tuple(clip.shape)} (clips, T, C, H, W)")
 

@@ -337,6 +337,8 @@ def main():
             fail(f"--curves: {missing[0]!r} {what}; pass run folders of train_pfp.py")
         return learning_curves(args.curves, os.path.join(args.results, "curves.png"))
     if args.cut_back:
+        if args.stories < 2:
+            fail(f"--stories must be 2 or more (the interval needs two), got {args.stories}")
         import recall
         return recall.cut_back_report(args.cut_back, args.gaps, args.stories, args.results, f"python {' '.join(sys.argv)}")
     if args.recall:

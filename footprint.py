@@ -15,7 +15,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from config import Config, ConfigError, add_config_flags, config_from_args, fail
+from config import Config, ConfigError, add_config_flags, config_from_args, run_main
 from compressor import Compressor, memory_positions
 from dit import DiT
 
@@ -120,13 +120,11 @@ def check_training_fits(cfg: Config, frames: int, batch_per_process: int):
                f"at {cfg.height}x{cfg.width}, --history {cfg.history}", per_sample * batch_per_process)
 
 
-if __name__ == "__main__":
+def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser)
-    try:
-        cfg = config_from_args(parser.parse_args(), rate_must_divide=False)
-    except ConfigError as e:
-        fail(str(e))
+    cfg = config_from_args(parser.parse_args(), rate_must_divide=False)
+    check_fits(cfg, f"one {cfg.height}x{cfg.width} history of {cfg.history} frames", video_bytes(1, cfg.history, cfg))
     with torch.device("meta"):                     # count parameters without allocating them
         n_dit = sum(p.numel() for p in DiT(cfg).parameters())
         n_phi = sum(p.numel() for p in Compressor(cfg).parameters())
@@ -139,3 +137,7 @@ if __name__ == "__main__":
     print(f"  compressor {human_bytes(act['compressor'])}, DiT {human_bytes(act['dit'])}, "
           f"our ALiBi bias {human_bytes(act['attention_bias'])} (--pos_bias 0 drops it; bf16 halves the rest)")
     print(f"this machine ({cfg.device}): {human_bytes(machine_memory(cfg.device))}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -235,7 +235,8 @@ def cut_back_report(runs: list, gaps: list, n: int, results: str, command: str) 
     per gap with the memory use (model - swapped) and its 95% interval over the stories."""
     table = {}
     for run in runs:
-        path = os.path.join(run, "ckpt.pt")
+        path = run if os.path.isfile(run) else os.path.join(run, "ckpt.pt")     # a run folder or its ckpt.pt
+        run = os.path.dirname(path) if os.path.isfile(run) else run
         cfg, dit, phi, stage = load_checkpoint(path)
         if stage != 2 or cfg.data != "storyboard":
             raise ConfigError(f"--cut_back: {run} is not a train_ar.py run on --data storyboard (stage {stage}, "

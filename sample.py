@@ -219,7 +219,7 @@ def main():
     parser.add_argument("--video", default="", help="a video file to use instead of a synthetic one (first clip)")
     parser.add_argument("--frames", type=int, nargs="*", default=None,
                         help="--retrieve: latent-frame indices to retrieve (default: spread across the history)")
-    parser.add_argument("--chunks", type=int, default=16, help="--generate: chunks to generate (default 16)")
+    parser.add_argument("--chunks", type=int, default=None, help="--generate: chunks to generate (default 16)")
     parser.add_argument("--prompt", type=int, default=0,
                         help="--generate: prompt length in frames (default: half the history; a multiple of the rate's t)")
     parser.add_argument("--story", default="",
@@ -232,7 +232,13 @@ def main():
     args = parser.parse_args()
     if args.retrieve == args.generate:
         fail("pass exactly one of --retrieve (stage 1) or --generate (stage 2)")
+    if args.generate and args.frames is not None:
+        fail("--frames goes with --retrieve; --generate continues the prompt (--prompt, --chunks)")
+    if args.retrieve and (args.prompt or args.chunks is not None):
+        fail("--prompt and --chunks go with --generate; --retrieve takes --frames")
+    args.chunks = 16 if args.chunks is None else args.chunks
     out = writable_folder(args.out or os.path.dirname(os.path.abspath(args.ckpt)))    # before any work
+    os.makedirs(out, exist_ok=True)
     cfg, dit, phi, stage = load_checkpoint(args.ckpt)
     if args.generate:
         step = cfg.vae_time * cfg.rate_hwt[2]                 # history lengths phi can pool exactly

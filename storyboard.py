@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from config import CAPTION_LENGTH, CAPTION_VOCAB, fail, run_main
+from config import CAPTION_LENGTH, CAPTION_VOCAB, fail, run_main, seed_int
 from data import LETTERS, DataError, contrasting_colours, letter_glyph
 
 # ----------------------------------------------------------------------------- the vocabulary
@@ -395,8 +395,13 @@ def parse_story(text: str, frames: int) -> torch.Tensor:
     if os.path.isfile(text) or ("\n" not in text and text.strip().lower().endswith(".txt")):
         if not os.path.isfile(text):
             raise DataError(f"story file {text!r} does not exist: pass a file or a story like '0-8: red stripes, blue disc | 8-16: ...'")
-        with open(text) as file:
-            text = file.read()
+        try:
+            with open(text, encoding="utf-8-sig") as file:          # a byte-order mark is not part of the story
+                text = file.read()
+        except UnicodeDecodeError:
+            raise DataError(f"story file {text!r} is not a text file: write the story in plain text, "
+                            f"e.g. '0-8: red stripes, blue disc | 8-16: ...'") from None
+    text = text.lstrip("\ufeff")
     parts = [part.strip() for part in re.split(r"[|\n]", text) if part.strip() and not part.strip().startswith("#")]
     if not parts:
         raise DataError("the story is empty: write it like '0-8: red stripes, blue disc | 8-16: green dots, white cross'")
@@ -482,11 +487,21 @@ def main():
     parser.add_argument("--stories", type=int, default=4, help="stories to show (default 4)")
     parser.add_argument("--frames", type=int, default=18, help="frames per story (default 18: a 16-frame history + a 2-frame chunk)")
     parser.add_argument("--size", type=int, default=32, help="frame side in pixels (default 32)")
-    parser.add_argument("--seed", type=int, default=0, help="first story seed (default 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="first story seed (default 0)")
     parser.add_argument("--real", default="", help="also stitch stories from this folder of videos")
     parser.error = fail   # one line and exit code 2, as every script here
     args = parser.parse_args()
+    for name in ("stories", "frames", "size"):
+        if getattr(args, name) < 1:
+            fail(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    from checkpoint import writable_folder
+    from footprint import human_bytes, machine_memory
     from sample import framed_bthwc_uint8, save_bthwc_uint8_as_mp4_and_gif, save_rows_png   # the picture writers
+    need = 2 * args.stories * args.frames * 3 * args.size ** 2 * 4 * 8     # both looks, and the pictures' copies
+    if need > 0.5 * machine_memory("cpu"):
+        fail(f"--stories {args.stories} of {args.frames} frames at {args.size}x{args.size} need about "
+             f"{human_bytes(need)}, more than half of this machine's {human_bytes(machine_memory('cpu'))}: lower them")
+    writable_folder(args.out)
     os.makedirs(args.out, exist_ok=True)
 
     start = time.time()

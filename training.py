@@ -258,7 +258,9 @@ def resume(out: str, cfg: Config, stage: int, models: dict, optimizer, schedule,
     if ckpt.get("stage", 1) != stage or result_fields(saved) != result_fields(cfg) or "optimizer" not in ckpt:
         differ = sorted(k for k, v in result_fields(cfg).items() if result_fields(saved).get(k) != v)
         raise ConfigError(f"--resume: {path} is not a checkpoint of this run (stage {ckpt.get('stage', 1)}, differing "
-                          f"flags: {', '.join(differ) or 'none'}): pass the flags it was started with, or drop --resume")
+                          f"flags: {', '.join(differ) or 'none'}): pass the flags it was started with"
+                          + (" (a finished run cannot be extended)" if differ == ["steps"] else "")
+                          + ", or start anew with --overwrite or another --out")
     for key, model in models.items():
         model.load_state_dict(ckpt[key])
     optimizer.load_state_dict(ckpt["optimizer"])
@@ -267,7 +269,9 @@ def resume(out: str, cfg: Config, stage: int, models: dict, optimizer, schedule,
         rows, corrupt = [], 0
         for line in open(log_path, errors="replace"):
             try:
-                if json.loads(line)["step"] <= ckpt["step"] and line.endswith("\n"):
+                row = json.loads(line)
+                final = "val" in row and row["step"] >= cfg.steps       # a finished run writes it again at its end
+                if row["step"] <= ckpt["step"] and line.endswith("\n") and not final:
                     rows.append(line)
             except (ValueError, KeyError, TypeError):
                 corrupt += line.endswith("\n")         # not the last line a kill cut short

@@ -284,3 +284,45 @@ def test_running_out_of_memory_or_disk_mid_run_is_one_line(capsys, error, words)
     with pytest.raises(SystemExit) as done:
         run_main(main)
     assert done.value.code == 2 and words in one_line(capsys.readouterr().err)
+
+
+def test_fresh_cases_found_by_a_sweep(tmp_path, capsys, finished):
+    """Cases a sweep of new bad inputs found: each one line, exit 2, nothing left behind."""
+    import evaluate
+    import footprint
+    import storyboard
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    (tmp_path / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    cases = [((sample, "--ckpt", tmp_path / "tensor.pt", "--retrieve"), "not a checkpoint of train_pfp.py/train_ar.py"),
+             ((sample, "--ckpt", finished / "ckpt.pt", "--generate", "--frames", "0", "99"), "--frames goes with --retrieve"),
+             ((sample, "--ckpt", finished / "ckpt.pt", "--retrieve", "--chunks", "3"), "go with --generate"),
+             ((storyboard, "--stories", "0", "--out", tmp_path / "sb"), "--stories must be a positive integer"),
+             ((storyboard, "--seed=-1", "--out", tmp_path / "sb"), "2**63"),
+             ((storyboard, "--size", "1000000", "--out", tmp_path / "sb"), "more than half of this machine's"),
+             ((storyboard, "--stories", "1", "--out", tmp_path / "picture.png"), "is a file, not a folder"),
+             ((evaluate, "--cut_back", tmp_path, "--stories", "1", "--results", tmp_path / "r"), "--stories must be 2 or more"),
+             ((footprint, "--height", "4000000", "--width", "4000000"), "needs about")]
+    for (module, *argv), words in cases:
+        code, err = cli(capsys, module, *argv)
+        assert code == 2 and words in one_line(err), (module.__name__, argv, err[-300:])
+    assert not (tmp_path / "sb").exists()
+    from storyboard import parse_story
+    with pytest.raises(ConfigError, match="is not a text file"):
+        parse_story(str(tmp_path / "picture.png"), 8)
+    (tmp_path / "story.txt").write_bytes("\ufeff0-4: red stripes, blue disc\r\n4-8: green dots, white cross\r\n".encode())
+    assert parse_story(str(tmp_path / "story.txt"), 8).shape == (8, 8)           # a byte-order mark and CRLF are fine
+
+
+def test_resuming_a_finished_run_logs_its_final_evaluation_once(tmp_path, capsys, finished):
+    out = tmp_path / "copy"
+    out.mkdir()
+    for name, blob in snapshot(finished).items():
+        (out / name).write_bytes(blob)
+    flags = ["--dim", "32", "--depth", "1", "--heads", "2", "--hr_channels", "8", "--history", "8", "--steps", "6",
+             "--batch", "4", "--train_videos", "8", "--val_videos", "2", "--sample_steps", "2", "--threads", "1",
+             "--warmup", "2", "--ckpt_every", "3", "--eval_every", "100000", "--log_every", "1"]
+    assert cli(capsys, train_pfp, *flags, "--out", out, "--resume")[0] in (0, None)
+    assert sum('"val"' in line for line in open(out / "metrics.jsonl")) == 1
+    longer = [("9" if previous == "--steps" else value) for previous, value in zip([""] + flags, flags)]
+    code, err = cli(capsys, train_pfp, *longer, "--out", out, "--resume")
+    assert code == 2 and "a finished run cannot be extended" in one_line(err) and "--overwrite" in one_line(err)
