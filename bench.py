@@ -199,7 +199,7 @@ def ar_cost_curve(base: Config, frames: list, repeats: int) -> dict:
 
 def cost_ratio(base: Config, short: int, long: int, repeats: int) -> dict:
     """{row: median ms after `long` frames / after `short`}, the two lengths timed alternately in one
-    process, so that a change in the machine's load hits both alike (the issue's bar: 16 x)."""
+    process, so that a change in the machine's load hits both alike (the bar: 16 x)."""
     ratios = {}
     for label, (compressor, rate, cache) in CURVE_ROWS.items():
         cfg = check(replace(base, compressor=compressor, rate=rate, context_cache=cache), rate_must_divide=False)

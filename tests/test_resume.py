@@ -24,7 +24,7 @@ def command(out, *extra):
 
 def saved_step(out) -> int:
     path = os.path.join(out, "ckpt.pt")
-    return torch.load(path, weights_only=False)["step"] if os.path.isfile(path) else 0
+    return torch.load(path, weights_only=True)["step"] if os.path.isfile(path) else 0
 
 
 def start_and_signal(out, sig, steps: int, after: int) -> tuple:
@@ -40,7 +40,7 @@ def start_and_signal(out, sig, steps: int, after: int) -> tuple:
 
 
 def weights(out) -> dict:
-    ckpt = torch.load(os.path.join(out, "ckpt.pt"), weights_only=False)
+    ckpt = torch.load(os.path.join(out, "ckpt.pt"), weights_only=True)
     return {f"{part}.{k}": v for part in ("dit", "compressor", "dit_ema", "compressor_ema") for k, v in ckpt[part].items()}
 
 

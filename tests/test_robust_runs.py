@@ -275,7 +275,7 @@ def test_captions_stories_and_threads_are_one_line(tmp_path, capsys, finished):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-@pytest.mark.parametrize("error,words", [(MemoryError(), "out of memory: lower --batch"),
+@pytest.mark.parametrize("error,words", [(MemoryError(), "out of memory: ask for less"),
                                          (OSError(28, "No space left on device", "runs/x/metrics.jsonl"),
                                           "No space left on device: runs/x/metrics.jsonl; files written before it are kept")])
 def test_running_out_of_memory_or_disk_mid_run_is_one_line(capsys, error, words):

@@ -20,7 +20,7 @@ FLAGS = ["--dim", "32", "--depth", "1", "--heads", "2", "--hr_channels", "8", "-
 
 
 def trained_weights(out) -> dict:
-    ckpt = torch.load(os.path.join(out, "ckpt.pt"), weights_only=False)
+    ckpt = torch.load(os.path.join(out, "ckpt.pt"), weights_only=True)
     return {f"{part}.{k}": v for part in ("dit", "compressor") for k, v in ckpt[part].items()}
 
 
