@@ -205,15 +205,14 @@ def optimizer_step(loss, params, optimizer, schedule, ema_pairs, step: int, cfg:
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     kept = bool(torch.isfinite(loss) and torch.isfinite(grad_norm))
     if kept:
-        before = [p.detach().clone() for p in params]
-        optimizer.step()
         with torch.no_grad():
-            moved = torch.stack([(p - b).pow(2).sum() for p, b in zip(params, before)]).sum().sqrt()
-            size = torch.stack([b.pow(2).sum() for b in before]).sum().sqrt()
+            before = torch._foreach_mul(params, 1.0)                 # a copy (foreach: one call, not one per tensor)
+            optimizer.step()
+            norm = lambda tensors: torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+            moved, size = norm(torch._foreach_sub(params, before)), norm(before)
             kept = bool(torch.isfinite(moved) and moved <= MAX_UPDATE * size)
             if not kept:
-                for p, b in zip(params, before):
-                    p.copy_(b)
+                torch._foreach_copy_(params, before)
     if kept:
         schedule.step()
         update_ema(ema_pairs, step, cfg)
