@@ -1,4 +1,4 @@
-"""What pfp-mini costs: training utilisation, and the autoregressive cost of memory (PAPER.md,
+"""What pfp-mini costs: training utilisation, and the autoregressive cost of memory (docs/paper.md,
 "The idea": phi's context grows slowly with the history; a raw history grows without bound).
 
 Training: for each preset that fits the machine, ms/step, tokens/s, and model FLOPs utilisation

@@ -1,4 +1,4 @@
-"""The memory compressor phi (PAPER.md, "The compressor (Figure 3)").
+"""The memory compressor phi (docs/paper.md, "The compressor (Figure 3)").
 
 phi turns a history video H into M memory tokens of the DiT's width D, at a rate h x w x t
 relative to the DiT's token grid (4x4x2 keeps 1/32 of the tokens). Two branches are *added*
@@ -96,16 +96,17 @@ class Compressor(nn.Module):
 
     @torch.no_grad()
     def init_from_patchifier(self, weight: torch.Tensor, bias: torch.Tensor):
-        """Start from the DiT's patchifier (D, C, 1, p, p): the LR branch copies it; the large
-        patchifier repeats it over its kernel and divides by the repeats (FramePack), so at step 0
-        it embeds the average of the patches it covers."""
+        """Start from the DiT's patchifier (D, C, 1, p, p). The LR branch copies it. The large
+        patchifier spreads each of its weights over an rt x rh x rw block of its kernel and divides
+        by the block's size (FramePack), so at step 0 it patchifies the pooled latent: what the
+        LR branch computes, exactly so when pooling commutes with the latent (vae_space 1)."""
         if self.lr_patchify is not None:
             self.lr_patchify.weight.copy_(weight)
             self.lr_patchify.bias.copy_(bias)
         if self.large_patchify is not None:
             rh, rw, rt = self.cfg.rate_hwt
-            big = weight.repeat(1, 1, rt, rh, rw) / (rt * rh * rw)          # (D, C, rt, rh*p, rw*p)
-            self.large_patchify.weight.copy_(big)
+            big = weight.repeat_interleave(rt, 2).repeat_interleave(rh, 3).repeat_interleave(rw, 4)
+            self.large_patchify.weight.copy_(big / (rt * rh * rw))          # (D, C, rt, rh*p, rw*p)
             self.large_patchify.bias.copy_(bias)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:

@@ -275,20 +275,38 @@ def field_comments() -> dict:
     return comments
 
 
+FLAG_GROUPS = {   # --help shows the method's knobs first, then our switches, then sizes and machinery
+    "the method (the paper's knobs)": ["data", "history", "compressor", "rate", "omega", "targets", "captions",
+                                       "caption_dropout", "cross_attn", "chunk", "window", "mask_noise_min",
+                                       "t_shift", "sample_steps", "steps", "batch", "lr"],
+    "[ours] switches": ["pos_bias", "abs_pos", "rope_base", "noise_as_mask", "context_cache", "split_full",
+                        "split_return"],
+    "sizes": ["height", "width", "frame_stride", "vae_space", "vae_time", "patch", "dim", "depth", "heads",
+              "mlp_ratio", "hr_channels", "hr_blocks"],
+    "machinery": ["t_mean", "t_std", "warmup", "weight_decay", "grad_clip", "ema", "seed", "accum", "dtype",
+                  "compile", "train_videos", "val_videos", "eval_every", "log_every", "ckpt_every",
+                  "max_bad_steps", "out", "threads", "device"],
+}
+
+
 def add_config_flags(parser: argparse.ArgumentParser):
     """--scale plus one flag per Config field; a flag left unset keeps the preset's value."""
-    parser.add_argument("--scale", default="tiny", choices=list(SCALES), help="preset to start from (default tiny)")
     def parse_bool(text: str) -> bool:
         if text.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             raise argparse.ArgumentTypeError(f"{text!r} is not a yes/no value: write true or false")
         return text.lower() in ("1", "true", "yes", "on")
 
+    parser.usage = parser.usage or "%(prog)s [--flag value ...]   (the flags below, by group)"
     comments = field_comments()
+    groups = {title: parser.add_argument_group(title) for title in FLAG_GROUPS}
+    group_of = {name: groups[title] for title, names in FLAG_GROUPS.items() for name in names}
+    groups[next(iter(FLAG_GROUPS))].add_argument(
+        "--scale", default="tiny", choices=list(SCALES), help="preset to start from (default tiny)")
     for f in fields(Config):
         kind = {bool: parse_bool, float: finite_float}.get(f.type, seed_int if f.name == "seed" else f.type)
         choices = CHOICES.get(f.name)
         preset = ", ".join(f"{name} {getattr(cfg, f.name)!r}" for name, cfg in SCALES.items())
-        parser.add_argument(f"--{f.name}", type=kind, default=None, choices=choices,
+        group_of[f.name].add_argument(f"--{f.name}", type=kind, default=None, choices=choices,
                             help=f"{comments.get(f.name, '')} (presets: {preset})".replace("%", "%%"))
     parser.error = fail  # argparse's own errors become one line with exit code 2
 

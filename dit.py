@@ -1,4 +1,4 @@
-"""The video diffusion transformer G (PAPER.md, "Equations"; FramePack-style context).
+"""The video diffusion transformer G (docs/paper.md, "Equations"; FramePack-style context).
 
 G(x_t, t, phi(H)) predicts the flow velocity of noisy latent frames x_t given memory tokens
 phi(H). The memory tokens are concatenated *before* the noisy tokens in one sequence
@@ -264,56 +264,68 @@ class DiT(nn.Module):
             cache.append(kv)
         return cache
 
-    def forward(self, x_t, t, frame_pos, memory, memory_pos, cache=None, caption=None):
-        """
-        x_t:        (B, F, C, h, w) noisy latent frames
-        t:          (B, F) noise level of each frame (1 = noise)
-        frame_pos:  (B, F) the frames' positions in the history, in latent frames
-        memory:     (B, M, D) memory tokens phi(H) (M may be 0)
-        memory_pos: (M, 3) or (B, M, 3) (frame, row, col) centres of the memory tokens
-        cache:      optional memory_keys_values(memory, memory_pos) (needs --context_cache)
-        caption:    optional (B, F, L) long caption of each noisy frame (needs --captions; None: the null caption)
-        returns     (B, F, C, h, w) predicted velocity eps - x_0
-        """
-        B, Fr, C, h, w = x_t.shape
-        p, M = self.cfg.patch, memory.shape[1]
+    def noisy_tokens(self, x_t, t, frame_pos, caption):
+        """Noisy latent frames (B, F, C, h, w) -> their tokens (B, F*n, D), adaLN conditions (B, F*n, D)
+        from t (and c) by each token's frame, and positions (B, F*n, 3)."""
+        B, Fr = x_t.shape[:2]
         tokens = self.patchify(x_t.transpose(1, 2))                 # (B, D, F, h/p, w/p)
         tokens = tokens.flatten(2).transpose(1, 2)                  # (B, F*n, D) with n = hw/p^2
-        cond = self.time_cond(t, tokens.shape[1] // Fr)            # (B, F*n, D) by each token's frame
+        n = tokens.shape[1] // Fr
+        cond = self.time_cond(t, n)                                 # (B, F*n, D)
         assert caption is None or self.cfg.captions, "captions need a DiT built with --captions"
         if self.cfg.captions:      # c joins t; memory tokens get no caption (they are clean memory)
             if caption is None:
                 caption = torch.zeros(B, Fr, CAPTION_LENGTH, dtype=torch.long, device=x_t.device)   # the null caption
-            cond = cond + self.caption_encoder(caption).repeat_interleave(tokens.shape[1] // Fr, dim=1)   # (B, F*n, D)
-        noisy_pos = self.token_positions(frame_pos)                 # (B, F*n, 3)
-        memory_pos = memory_pos.to(x_t.device).float().expand(B, M, 3)
-        rope_memory = None
-        if cache is not None:       # the noisy tokens alone; every block reads the memory's cached (k, v)
-            assert self.cfg.context_cache, "a memory cache is exact only for models trained with --context_cache"
-            x, rope_x = self.embed(tokens, noisy_pos)
-            bias = self.position_bias(noisy_pos, torch.cat([memory_pos, noisy_pos], 1))   # (B, heads, F*n, N)
-            if self.cfg.cross_attn:
-                rope_memory = self.embed(memory, memory_pos)[1]
-            for block, past in zip(self.blocks, cache):
-                x = block(x, cond, rope_x, memory, rope_memory, bias, past)[0]
-        else:                       # one sequence [memory, noisy] (FramePack)
-            pos = torch.cat([memory_pos, noisy_pos], dim=1)          # (B, N = M + F*n, 3)
-            x = torch.cat([memory, tokens], dim=1)                   # (B, N, D)
-            x, rope_x = self.embed(x, pos)
-            cond = torch.cat([self.time_cond(t.new_zeros(B, 1), M), cond], dim=1)   # (B, N, D): memory is clean
-            rope_memory = (rope_x[0][:, :, :M], rope_x[1][:, :, :M])
-            bias = self.position_bias(pos, pos)                      # (B, heads, N, N) or None
-            if self.cfg.context_cache:   # memory never reads the noisy tokens: the same at every Euler step
-                bias = torch.zeros(B, 1, *pos.shape[1:2] * 2, device=x.device) if bias is None else bias.clone()
-                bias[:, :, :M, M:] = float("-inf")
-            for block in self.blocks:
-                x = block(x, cond, rope_x, memory, rope_memory, bias)[0]
-            x, cond = x[:, M:], cond[:, M:]                          # (B, F*n, D) the noisy tokens
+            cond = cond + self.caption_encoder(caption).repeat_interleave(n, dim=1)   # (B, F*n, D)
+        return tokens, cond, self.token_positions(frame_pos)
+
+    def velocity(self, x, cond, shape):
+        """The noisy tokens' last hidden states (B, F*n, D) -> velocity (B, F, C, h, w)."""
+        B, Fr, C, h, w = shape
+        p = self.cfg.patch
         shift, scale = self.final_adaLN(cond).chunk(2, dim=-1)
         v = self.unpatchify(self.final_norm(x) * (1 + scale) + shift)   # (B, F*n, C*p*p)
         v = v.reshape(B, Fr, h // p, w // p, C, p, p)
         return v.permute(0, 1, 4, 2, 5, 3, 6).reshape(B, Fr, C, h, w)   # (B, F, C, h, w)
 
+    def forward(self, x_t, t, frame_pos, memory, memory_pos, caption=None):
+        """G(x_t, t, c, phi(H)): one sequence [memory, noisy] (FramePack), full attention.
+
+        x_t:        (B, F, C, h, w) noisy latent frames
+        t:          (B, F) noise level of each frame (1 = noise)
+        frame_pos:  (B, F) the frames' positions in the history, in latent frames
+        memory:     (B, M, D) memory tokens phi(H) (M may be 0)
+        memory_pos: (M, 3) or (B, M, 3) (frame, row, col) centres of the memory tokens
+        caption:    optional (B, F, L) caption c of each noisy frame (needs --captions; None: the null caption)
+        returns     (B, F, C, h, w) predicted velocity eps - x_0
+        """
+        B, M = x_t.shape[0], memory.shape[1]
+        tokens, cond, noisy_pos = self.noisy_tokens(x_t, t, frame_pos, caption)
+        pos = torch.cat([memory_pos.to(x_t.device).float().expand(B, M, 3), noisy_pos], dim=1)   # (B, N = M + F*n, 3)
+        x, rope = self.embed(torch.cat([memory, tokens], dim=1), pos)          # (B, N, D)
+        cond = torch.cat([self.time_cond(t.new_zeros(B, 1), M), cond], dim=1)  # (B, N, D): memory is clean
+        rope_memory = (rope[0][:, :, :M], rope[1][:, :, :M])
+        bias = self.position_bias(pos, pos)                          # (B, heads, N, N) or None
+        if self.cfg.context_cache:   # memory never reads the noisy tokens: the same at every Euler step
+            bias = torch.zeros(B, 1, *pos.shape[1:2] * 2, device=x.device) if bias is None else bias.clone()
+            bias[:, :, :M, M:] = float("-inf")
+        for block in self.blocks:
+            x = block(x, cond, rope, memory, rope_memory, bias)[0]
+        return self.velocity(x[:, M:], cond[:, M:], x_t.shape)      # only the noisy tokens come out
+
+    def forward_cached(self, x_t, t, frame_pos, memory, memory_pos, cache, caption=None):
+        """The same as forward for a model trained with --context_cache [ours], but the noisy tokens
+        run alone: every block reads the memory's (k, v) from cache = memory_keys_values(memory, memory_pos)."""
+        assert self.cfg.context_cache, "a memory cache is exact only for models trained with --context_cache"
+        B, M = x_t.shape[0], memory.shape[1]
+        tokens, cond, noisy_pos = self.noisy_tokens(x_t, t, frame_pos, caption)
+        memory_pos = memory_pos.to(x_t.device).float().expand(B, M, 3)
+        x, rope = self.embed(tokens, noisy_pos)
+        bias = self.position_bias(noisy_pos, torch.cat([memory_pos, noisy_pos], 1))   # (B, heads, F*n, N)
+        rope_memory = self.embed(memory, memory_pos)[1] if self.cfg.cross_attn else None
+        for block, past in zip(self.blocks, cache):
+            x = block(x, cond, rope, memory, rope_memory, bias, past)[0]
+        return self.velocity(x, cond, x_t.shape)
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,4 +1,4 @@
-"""Table 1 in shape (PAPER.md, "Baselines and results to reproduce"): random-frame retrieval
+"""Table 1 in shape (docs/paper.md, "Baselines and results to reproduce"): random-frame retrieval
 after stage-1 pretraining, one row per compressor, all trained with the same seeds, steps, data
 and (at 4x4x2) the same number of memory tokens; plus the Omega ablation (random frames
 against always the last ones, the "cheat" the paper warns of).
@@ -23,7 +23,6 @@ Writes, for synthetic and for real clips (suffix _real):
     results/table1_grid.png      the same frames retrieved by every row
 """
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -32,16 +31,15 @@ from collections import namedtuple
 from dataclasses import replace
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from config import SCALES, Config, ConfigError, Interrupted, check, fail, finite_float, result_fields, run_main
-from plot import line_chart
+from config import SCALES, Config, ConfigError, check, fail, finite_float, run_main
+import recall
+from plot import labelled_png, line_chart
 from metrics import psnr
-from checkpoint import load_checkpoint, read_checkpoint, writable_folder, write_atomically
-from sample import save_rows_png
+from checkpoint import load_checkpoint, writable_folder, write_atomically
 from train_pfp import retrieval_rows, train
-from training import load_videos
+from training import cached_summary, load_videos, run_dir, train_missing
 
 Row = namedtuple("Row", "label compressor rate omega paper")   # paper: (PSNR, SSIM, LPIPS) or None
 ROWS = [
@@ -55,52 +53,6 @@ ROWS = [
 ]
 OMEGA_LAST = Row("Proposed 4x4x2, Omega = last", "pfp", "4x4x2", "last", None)   # synthetic only
 QUICK_STEPS = {"synthetic": 600, "real": 400}   # --quick: the whole table in ~30 min on 2 cores
-
-
-def run_dir(cfg: Config, root: str) -> str:
-    """The cache folder of one row: its name says what it is, the hash says everything else."""
-    keep = result_fields(cfg, skip=("chunk", "window", "split_full"))   # stage 2's fields
-    key = hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
-    data = "synthetic" if cfg.data == "synthetic" else "real"
-    return os.path.join(root, f"{data}_{cfg.compressor}_{cfg.rate}_{cfg.omega}_{cfg.steps}_{key}")
-
-
-def cached_summary(out: str):
-    """The summary.json of a finished run in `out`, or None: a cache miss (no ckpt.pt beside it, or
-    a summary that cannot be read back, e.g. written by hand or cut short)."""
-    if not os.path.isfile(os.path.join(out, "ckpt.pt")):
-        return None
-    try:
-        summary = json.load(open(os.path.join(out, "summary.json")))
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) else None
-
-
-def resumable(out: str, cfg: Config, stage: int) -> bool:
-    """Does `out` hold a ckpt.pt of this very run (the same stage and result fields), which
-    training.resume can continue exactly as if never stopped?"""
-    path = os.path.join(out, "ckpt.pt")
-    if not os.path.isfile(path):
-        return False
-    try:
-        ckpt = read_checkpoint(path)
-    except ConfigError:                              # truncated or foreign: a stale entry
-        return False
-    return (ckpt.get("stage", 1) == stage and "optimizer" in ckpt
-            and result_fields(Config(**ckpt["config"])) == result_fields(cfg))
-
-
-def train_missing(train_fn, cfg: Config, out: str, *args, stage: int = 1, **kwargs) -> dict:
-    """Train a cache entry that missed with train_fn (train_pfp.train or train_ar.train_ar). A run
-    stopped earlier (Ctrl-C saves its ckpt.pt) continues where it stopped; anything else in `out`
-    is a stale or partial entry and is replaced."""
-    resuming = resumable(out, cfg, stage)
-    try:
-        return train_fn(cfg, out, *args, resuming=resuming, overwrite=not resuming, **kwargs)
-    except Interrupted:                              # its message says --resume, which this script does itself
-        raise Interrupted(f"interrupted while training {out}: its ckpt.pt is saved; "
-                          f"run the same command again to continue from there") from None
 
 
 def run_rows(jobs, data, root):
@@ -201,19 +153,6 @@ def markdown(rows, title, references=None) -> str:
     lines += ["", "Orderings (the paper's claims, on our PSNR):", ""]
     lines += [f"- {'yes' if holds else '**no**'}: {claim} ({figures})" for claim, holds, figures in orderings(rows)]
     return "\n".join(lines) + "\n"
-
-
-def labelled_png(rows, labels, path, scale=3, margin=270):
-    """rows: list of (N, 3, H, W) -> a PNG grid with each row's label on its left."""
-    save_rows_png(rows, path, scale=scale)
-    grid = Image.open(path).convert("RGB")
-    canvas = Image.new("RGB", (grid.width + margin, grid.height), "white")
-    canvas.paste(grid, (margin, 0))
-    draw, step = ImageDraw.Draw(canvas), grid.height / len(rows)
-    font = ImageFont.load_default(size=14)                # scalable since Pillow 10.1 (requirements.txt)
-    for i, label in enumerate(labels):
-        draw.text((6, i * step + step / 2), label, fill="black", font=font, anchor="lm")
-    write_atomically(path, lambda tmp: canvas.save(tmp, format="PNG"))
 
 
 def plots(rows, suffix, results):
@@ -339,10 +278,8 @@ def main():
     if args.cut_back:
         if args.stories < 2:
             fail(f"--stories must be 2 or more (the interval needs two), got {args.stories}")
-        import recall
         return recall.cut_back_report(args.cut_back, args.gaps, args.stories, args.results, f"python {' '.join(sys.argv)}")
     if args.recall:
-        import recall                                  # stage 2 lives in its own file; it imports this one
         cfg = check(replace(SCALES[args.scale], steps=args.steps or SCALES[args.scale].steps, threads=args.threads,
                             device=args.device, eval_every=10**9))
         runs = args.runs if args.runs != parser.get_default("runs") else os.path.join("runs", "recall")

@@ -1,4 +1,4 @@
-"""Flow matching, the objective of both stages (PAPER.md, "Equations").
+"""Flow matching, the objective of both stages (docs/paper.md, "Equations").
 
 Time convention, everywhere in pfp-mini: t = 1 is pure noise, t = 0 is data.
     x_t = (1 - t) * x_0 + t * eps          the straight path from data to noise

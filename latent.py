@@ -1,4 +1,4 @@
-"""The latent space: a stand-in for the paper's pretrained video VAE (PAPER.md, "The problem").
+"""The latent space: a stand-in for the paper's pretrained video VAE (docs/paper.md, "The problem").
 
 The paper's DiT works in a video VAE's latent: 16 channels per 8x8 pixels and 4 frames. No such
 VAE can be downloaded here, so pfp-mini uses a *lossless* space-time-to-depth: each

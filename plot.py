@@ -1,4 +1,5 @@
-"""Line charts drawn with Pillow alone, for the results figures (matplotlib is not a dependency).
+"""Pictures: line charts drawn with Pillow alone (matplotlib is not a dependency), and videos
+as PNG grids, GIFs and MP4s.
 
     line_chart({"pfp": (xs, ys), "only_lr": (xs, ys2)}, "results/psnr.png",
                title="PSNR vs frame position", xlabel="frame", ylabel="PSNR (dB)")
@@ -14,9 +15,12 @@ import os
 import sys
 from itertools import groupby
 
+import imageio
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from config import ConfigError, run_main
+from checkpoint import write_atomically
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
@@ -143,6 +147,77 @@ def line_chart(series, path, title="", xlabel="", ylabel="", xlog=False, ylog=Fa
             os.remove(tmp)
         raise ConfigError(f"could not write {path} ({e.strerror or e}): free disk space or choose another folder") from e
     return path
+
+
+
+# Pictures of videos: frames as PNG grids, GIFs and MP4s, each written atomically.
+
+def framed_bthwc_uint8(video, prompt_frames: int, scale: int = 8, border: int = 2) -> np.ndarray:
+    """(B, T, 3, H, W) in [-1, 1] -> (T, B*H', W', 3) uint8: the batch stacked vertically, upscaled
+    with nearest pixels, each frame framed red while it is prompt and green once generated."""
+    frames = []
+    for t in range(video.shape[1]):
+        tiles = []
+        for b in range(video.shape[0]):
+            tile = np.asarray(Image.fromarray(to_uint8_hwc(video[b, t])).resize(
+                (video.shape[-1] * scale, video.shape[-2] * scale), Image.NEAREST))
+            tile = np.pad(tile, ((border, border), (border, border), (0, 0)))
+            tile[:border], tile[-border:], tile[:, :border], tile[:, -border:] = [(220, 40, 40) if t < prompt_frames else (40, 200, 60)] * 4
+            tiles.append(tile)
+        frames.append(np.concatenate(tiles, axis=0))
+    return np.stack(frames)
+
+
+def save_bthwc_uint8_as_mp4_and_gif(frames, path_stem, fps: int = 8):
+    """(T, H, W, 3) uint8 -> <path_stem>.mp4 (H.264 via imageio-ffmpeg) and <path_stem>.gif, each atomic."""
+    def mp4(tmp):
+        with imageio.v2.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", macro_block_size=1) as writer:
+            for frame in frames:
+                writer.append_data(frame[:frame.shape[0] // 2 * 2, :frame.shape[1] // 2 * 2])   # yuv420p: even sides
+    write_atomically(path_stem + ".mp4", mp4)
+    images = [Image.fromarray(frame) for frame in frames]
+    write_atomically(path_stem + ".gif", lambda tmp: images[0].save(tmp, format="GIF", save_all=True,
+                                                                   append_images=images[1:], duration=1000 // fps, loop=0))
+
+
+def to_uint8_hwc(frame):
+    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
+    return ((frame.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def save_rows_png(rows, path, scale=4, gap=2):
+    """rows: list of (N, 3, H, W) tensors -> one PNG, a row each, upscaled with nearest pixels."""
+    N, _, H, W = rows[0].shape
+    canvas = np.full((len(rows) * (H + gap), N * (W + gap), 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, frame in enumerate(row):
+            canvas[i * (H + gap):i * (H + gap) + H, j * (W + gap):j * (W + gap) + W] = to_uint8_hwc(frame)
+    image = Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST)
+    write_atomically(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def save_rows_gif(frames_of_rows, path, scale=4, ms=120):
+    """frames_of_rows: list over time of row-lists (as save_rows_png) -> an animated GIF."""
+    images = []
+    for rows in frames_of_rows:
+        N, _, H, W = rows[0].shape
+        strip = np.concatenate([np.concatenate([to_uint8_hwc(f) for f in row], axis=1) for row in rows], axis=0)
+        images.append(Image.fromarray(strip).resize((strip.shape[1] * scale, strip.shape[0] * scale), Image.NEAREST))
+    write_atomically(path, lambda tmp: images[0].save(tmp, format="GIF", save_all=True,
+                                                       append_images=images[1:], duration=ms, loop=0))
+
+
+def labelled_png(rows, labels, path, scale=3, margin=270):
+    """rows: list of (N, 3, H, W) -> a PNG grid with each row's label on its left."""
+    save_rows_png(rows, path, scale=scale)
+    grid = Image.open(path).convert("RGB")
+    canvas = Image.new("RGB", (grid.width + margin, grid.height), "white")
+    canvas.paste(grid, (margin, 0))
+    draw, step = ImageDraw.Draw(canvas), grid.height / len(rows)
+    font = ImageFont.load_default(size=14)                # scalable since Pillow 10.1 (requirements.txt)
+    for i, label in enumerate(labels):
+        draw.text((6, i * step + step / 2), label, fill="black", font=font, anchor="lm")
+    write_atomically(path, lambda tmp: canvas.save(tmp, format="PNG"))
 
 
 def main():

@@ -1,4 +1,4 @@
-"""Memory recall after stage 2 (PAPER.md, Table 2 and the "without pretrain" ablation), run by
+"""Memory recall after stage 2 (docs/paper.md, Table 2 and the "without pretrain" ablation), run by
 `python evaluate.py --recall`.
 
 The paper judges long-video consistency (cloth, identity, objects) with VLM and ArcFace judges.
@@ -41,16 +41,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from config import Config, ConfigError, check, result_fields
-from evaluate import cached_summary, labelled_png, run_dir, train_missing
 from data import recall_hidden_range, recall_video, synthetic_videos, VAL_SEED_OFFSET
 from metrics import psnr
-from plot import line_chart
+from plot import framed_bthwc_uint8, labelled_png, line_chart, save_bthwc_uint8_as_mp4_and_gif
 from storyboard import latent_captions, storyboard_videos
 from flow import add_noise
 from latent import encode
 from checkpoint import load_checkpoint, write_atomically
-from sample import (ar_context, chunk_positions, framed_bthwc_uint8, generate, next_chunk,
-                    save_bthwc_uint8_as_mp4_and_gif)
+from sample import ar_context, chunk_positions, generate, next_chunk
 from train_ar import train_ar
 from train_pfp import train
 from training import load_videos

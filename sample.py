@@ -1,11 +1,11 @@
 """Sampling from trained models: retrieval (stage 1) and autoregressive generation (stage 2).
 
-Retrieval, "show me frame i of this history" (PAPER.md, stage 1): phi compresses the whole
+Retrieval, "show me frame i of this history" (docs/paper.md, "Equations", stage 1): phi compresses the whole
 history once; the DiT samples the requested frames from pure noise with the Euler sampler,
 seeing only the memory tokens and the frames' time positions. PSNR/SSIM against the true
 frames is the paper's Table 1 metric.
 
-Generation (PAPER.md, stage 2): from a prompt clip, each chunk re-compresses the *whole*
+Generation (docs/paper.md, "Equations", stage 2): from a prompt clip, each chunk re-compresses the *whole*
 history so far with phi, keeps its last --window latent frames uncompressed beside it
 (`ar_context`), and samples the next --chunk latent frames.
 
@@ -22,23 +22,31 @@ import argparse
 import os
 from dataclasses import replace
 
-import imageio
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from config import Config, ConfigError, fail, run_main, seed_int
-from checkpoint import load_checkpoint, writable_folder, write_atomically
+from checkpoint import load_checkpoint, writable_folder
 from compressor import memory_positions
 from data import VAL_SEED_OFFSET, synthetic_video, video_file_clips
 from flow import euler_sample
 from footprint import check_fits, video_bytes
 from latent import encode, decode
 from metrics import psnr, ssim
+from plot import framed_bthwc_uint8, save_bthwc_uint8_as_mp4_and_gif, save_rows_gif, save_rows_png
 from storyboard import format_story, latent_captions, parse_story, storyboard_video
 
 SHORT_VIDEO_ADVICE = "use a longer video: the checkpoint fixes the history and frame stride"
+
+
+def with_memory(dit, memory, memory_pos, cfg: Config):
+    """G(x_t, t, frame_pos, caption) reading one memory. With --context_cache the memory's keys and
+    values are computed once here, not at every Euler step."""
+    if cfg.context_cache:
+        cache = dit.memory_keys_values(memory, memory_pos)
+        return lambda x, t, pos, caption=None: dit.forward_cached(x, t, pos, memory, memory_pos, cache, caption)
+    return lambda x, t, pos, caption=None: dit(x, t, pos, memory, memory_pos, caption)
 
 
 @torch.no_grad()
@@ -48,8 +56,7 @@ def retrieve(dit, phi, video, omega, cfg: Config, generator=None, trajectory=Non
     B, k = omega.shape
     omega = omega.to(video.device)
     latent = encode(video, cfg.vae_space, cfg.vae_time)                     # (B, T', C, h, w)
-    memory, memory_pos = phi(video), memory_positions(cfg)
-    cache = dit.memory_keys_values(memory, memory_pos) if cfg.context_cache else None   # once, not per step
+    G = with_memory(dit, phi(video), memory_positions(cfg), cfg)
     shape = (B, latent.shape[1] if cfg.noise_as_mask else k, *latent.shape[2:])
     noise = torch.randn(shape, generator=generator).to(video.device)
     rows = torch.arange(B, device=video.device)[:, None]
@@ -60,10 +67,10 @@ def retrieve(dit, phi, video, omega, cfg: Config, generator=None, trajectory=Non
 
         def velocity(x, t):                       # only the asked-for frames move; the rest stay noise
             levels = torch.where(is_target, t[:, None], torch.ones_like(t[:, None]))
-            return dit(x, levels, frame_pos, memory, memory_pos, cache) * is_target[:, :, None, None, None]
+            return G(x, levels, frame_pos) * is_target[:, :, None, None, None]
         x0 = euler_sample(velocity, noise, cfg.sample_steps, cfg.t_shift, trajectory)[rows, omega]
     else:
-        velocity = lambda x, t: dit(x, t[:, None].expand(B, k), omega, memory, memory_pos, cache)
+        velocity = lambda x, t: G(x, t[:, None].expand(B, k), omega)
         x0 = euler_sample(velocity, noise, cfg.sample_steps, cfg.t_shift, trajectory)   # (B, k, C, h, w)
     return decode(x0, cfg.vae_space, cfg.vae_time).clamp(-1, 1)
 
@@ -111,12 +118,12 @@ def next_chunk(dit, phi, video, s: int, cfg: Config, generator=None, on_step=Non
     B, c = video.shape[0], cfg.chunk
     context, context_pos = ar_context(dit, phi, video, s, cfg)               # (B, N_ctx, D), (B, N_ctx, 3)
     frame_pos = chunk_positions(B, cfg, video.device)
-    cache = dit.memory_keys_values(context, context_pos) if cfg.context_cache else None   # once per chunk
+    G = with_memory(dit, context, context_pos, cfg)
 
     def velocity(x, t):
         if on_step:
             on_step()
-        return dit(x, t[:, None].expand(B, c), frame_pos, context, context_pos, cache, caption)
+        return G(x, t[:, None].expand(B, c), frame_pos, caption)
     shape = (B, c, cfg.latent_channels, cfg.height // cfg.vae_space, cfg.width // cfg.vae_space)
     noise = torch.randn(shape, generator=generator).to(video.device)
     x0 = euler_sample(velocity, noise, cfg.sample_steps, cfg.t_shift)       # (B, c, C, h, w)
@@ -139,61 +146,6 @@ def generate(dit, phi, prompt, chunks: int, cfg: Config, generator=None, progres
         used.append(n_context)
     steps_bar.close()
     return video, used
-
-
-def framed_bthwc_uint8(video, prompt_frames: int, scale: int = 8, border: int = 2) -> np.ndarray:
-    """(B, T, 3, H, W) in [-1, 1] -> (T, B*H', W', 3) uint8: the batch stacked vertically, upscaled
-    with nearest pixels, each frame framed red while it is prompt and green once generated."""
-    frames = []
-    for t in range(video.shape[1]):
-        tiles = []
-        for b in range(video.shape[0]):
-            tile = np.asarray(Image.fromarray(to_uint8_hwc(video[b, t])).resize(
-                (video.shape[-1] * scale, video.shape[-2] * scale), Image.NEAREST))
-            tile = np.pad(tile, ((border, border), (border, border), (0, 0)))
-            tile[:border], tile[-border:], tile[:, :border], tile[:, -border:] = [(220, 40, 40) if t < prompt_frames else (40, 200, 60)] * 4
-            tiles.append(tile)
-        frames.append(np.concatenate(tiles, axis=0))
-    return np.stack(frames)
-
-
-def save_bthwc_uint8_as_mp4_and_gif(frames, path_stem, fps: int = 8):
-    """(T, H, W, 3) uint8 -> <path_stem>.mp4 (H.264 via imageio-ffmpeg) and <path_stem>.gif, each atomic."""
-    def mp4(tmp):
-        with imageio.v2.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", macro_block_size=1) as writer:
-            for frame in frames:
-                writer.append_data(frame[:frame.shape[0] // 2 * 2, :frame.shape[1] // 2 * 2])   # yuv420p: even sides
-    write_atomically(path_stem + ".mp4", mp4)
-    images = [Image.fromarray(frame) for frame in frames]
-    write_atomically(path_stem + ".gif", lambda tmp: images[0].save(tmp, format="GIF", save_all=True,
-                                                                   append_images=images[1:], duration=1000 // fps, loop=0))
-
-
-def to_uint8_hwc(frame):
-    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
-    return ((frame.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-
-
-def save_rows_png(rows, path, scale=4, gap=2):
-    """rows: list of (N, 3, H, W) tensors -> one PNG, a row each, upscaled with nearest pixels."""
-    N, _, H, W = rows[0].shape
-    canvas = np.full((len(rows) * (H + gap), N * (W + gap), 3), 255, np.uint8)
-    for i, row in enumerate(rows):
-        for j, frame in enumerate(row):
-            canvas[i * (H + gap):i * (H + gap) + H, j * (W + gap):j * (W + gap) + W] = to_uint8_hwc(frame)
-    image = Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST)
-    write_atomically(path, lambda tmp: image.save(tmp, format="PNG"))
-
-
-def save_rows_gif(frames_of_rows, path, scale=4, ms=120):
-    """frames_of_rows: list over time of row-lists (as save_rows_png) -> an animated GIF."""
-    images = []
-    for rows in frames_of_rows:
-        N, _, H, W = rows[0].shape
-        strip = np.concatenate([np.concatenate([to_uint8_hwc(f) for f in row], axis=1) for row in rows], axis=0)
-        images.append(Image.fromarray(strip).resize((strip.shape[1] * scale, strip.shape[0] * scale), Image.NEAREST))
-    write_atomically(path, lambda tmp: images[0].save(tmp, format="GIF", save_all=True,
-                                                       append_images=images[1:], duration=ms, loop=0))
 
 
 def prompt_clip(cfg: Config, video_path: str, seed: int, frames: int, after: int) -> tuple:

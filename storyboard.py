@@ -1,7 +1,7 @@
 """The storyboard world: multi-shot clips with hard cuts and per-frame captions.
 
 The paper trains on storyboard-style videos with dense cuts and timestamped captions
-(PAPER.md, "The starting point"): the text condition c in G(x_t, t, c, phi(H)) says *what* each
+(docs/paper.md, "The starting point"): the text condition c in G(x_t, t, c, phi(H)) says *what* each
 chunk shows, and only the memory phi(H) can say *how it looked*. This file makes such data
 at classroom scale, from a seed:
 
@@ -496,7 +496,7 @@ def main():
             fail(f"--{name} must be a positive integer, got {getattr(args, name)}")
     from checkpoint import writable_folder
     from footprint import human_bytes, machine_memory
-    from sample import framed_bthwc_uint8, save_bthwc_uint8_as_mp4_and_gif, save_rows_png   # the picture writers
+    from plot import framed_bthwc_uint8, save_bthwc_uint8_as_mp4_and_gif, save_rows_png
     need = 2 * args.stories * args.frames * 3 * args.size ** 2 * 4 * 8     # both looks, and the pictures' copies
     if need > 0.5 * machine_memory("cpu"):
         fail(f"--stories {args.stories} of {args.frames} frames at {args.size}x{args.size} need about "

@@ -1,4 +1,4 @@
-"""Stage 2: autoregressive fine-tuning with the pretrained memory (PAPER.md, "Equations", L_ar).
+"""Stage 2: autoregressive fine-tuning with the pretrained memory (docs/paper.md, "Equations", L_ar).
 
 A clip of the history plus one chunk is cut at a random split point s (in latent frames; one s
 per micro-batch, so every sample in it has as many memory tokens; --split_full p cuts after the whole
@@ -47,7 +47,8 @@ from metrics import psnr, ssim
 from storyboard import cut_back_frames, latent_captions
 from checkpoint import RunFolder, load_dit, read_checkpoint, write_atomically
 from footprint import check_training_fits
-from sample import ar_context, chunk_positions, next_chunk, save_rows_png
+from plot import save_rows_png
+from sample import ar_context, chunk_positions, next_chunk
 from training import (accumulate_gradients, checkpoint_state, count_bad_steps, interruptible, log_row, make_optimizer,
                       micro_batch_size, optimizer_step, process_videos, random_batch, resume, start_run,
                       training_objective)

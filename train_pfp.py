@@ -1,4 +1,4 @@
-"""Stage 1: pretraining frame preservation (PAPER.md, "Equations", L_pfp).
+"""Stage 1: pretraining frame preservation (docs/paper.md, "Equations", L_pfp).
 
 For each history H, phi(H) becomes the memory; a random set Omega of frames, uniform over the
 whole history, is noised, and the DiT must predict their velocity from the memory alone:
@@ -36,7 +36,8 @@ from latent import encode
 from metrics import psnr, ssim, load_stlpips
 from checkpoint import RunFolder, load_dit, write_atomically
 from footprint import check_training_fits
-from sample import retrieve, true_frames, save_rows_png
+from plot import save_rows_png
+from sample import retrieve, true_frames
 from training import (accumulate_gradients, checkpoint_state, count_bad_steps, interruptible, log_row, make_optimizer,
                       micro_batch_size, optimizer_step, process_videos, random_batch, resume, start_run,
                       training_objective)

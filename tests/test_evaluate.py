@@ -10,6 +10,8 @@ import torch
 from PIL import Image
 
 import evaluate
+import plot
+import training
 from config import SCALES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,10 +28,10 @@ def fake_summary(label, compressor, rate, psnr, first=None, by_position=None, om
 
 def test_run_dir_keys_on_what_changes_the_result():
     cfg = SCALES["tiny"]
-    same = evaluate.run_dir(cfg, "r")
-    assert evaluate.run_dir(replace(cfg, threads=1, device="cuda", out="x", eval_every=7), "r") == same
+    same = training.run_dir(cfg, "r")
+    assert training.run_dir(replace(cfg, threads=1, device="cuda", out="x", eval_every=7), "r") == same
     for change in ({"steps": 10}, {"lr": 1e-3}, {"seed": 1}, {"rate": "4x4x2"}, {"data": "../v"}):
-        assert evaluate.run_dir(replace(cfg, **change), "r") != same, change
+        assert training.run_dir(replace(cfg, **change), "r") != same, change
 
 
 def test_orderings_follow_the_figures():
@@ -78,7 +80,7 @@ def test_linear_references_in_closed_form():
 
 def test_cached_rows_are_read_not_retrained(tmp_path, monkeypatch):
     cfg = replace(SCALES["tiny"], steps=5)
-    out = evaluate.run_dir(cfg, str(tmp_path))
+    out = training.run_dir(cfg, str(tmp_path))
     os.makedirs(out)
     json.dump(fake_summary("x", "pfp", "2x2x2", 12.3), open(os.path.join(out, "summary.json"), "w"))
     open(os.path.join(out, "ckpt.pt"), "w").close()
@@ -90,7 +92,7 @@ def test_cached_rows_are_read_not_retrained(tmp_path, monkeypatch):
 def test_labelled_png_adds_a_label_margin(tmp_path):
     rows = [torch.zeros(3, 3, 8, 8), torch.ones(3, 3, 8, 8)]
     path = str(tmp_path / "grid.png")
-    evaluate.labelled_png(rows, ["truth", "row"], path, scale=2, margin=100)
+    plot.labelled_png(rows, ["truth", "row"], path, scale=2, margin=100)
     image = Image.open(path)
     assert image.size == (100 + 3 * (8 + 2) * 2, 2 * (8 + 2) * 2)
     assert os.listdir(tmp_path) == ["grid.png"]                  # no temporary file left behind

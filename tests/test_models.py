@@ -1,4 +1,6 @@
 """dit.py and compressor.py: token counts, positions, equivalences, and that memory is used."""
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -58,18 +60,32 @@ def test_only_lr_at_rate_1x1x1_is_the_dits_own_patchify():
     assert torch.equal(memory_positions(cfg)[:3], torch.tensor([[0., 0, 0], [0, 0, 1], [0, 0, 2]]))
 
 
-def test_large_patchifier_starts_as_the_patchifier_of_the_averaged_patch():
-    cfg = Config(compressor="large_patchifier", rate="2x2x2")
+@pytest.mark.parametrize("rate", ["2x2x2", "4x4x2", "2x2x1"])
+def test_large_patchifier_starts_as_the_patchifier_of_the_pooled_latent(rate):
+    """FramePack's initialisation: each patchifier weight spread over its own rt x rh x rw block
+    of the big kernel, divided by the block's size, so the large patchifier at step 0 is the DiT's
+    patchifier applied to the average-pooled latent. (A tiled kernel also averages, but it
+    averages whole DiT patches: a different, blurrier map.)"""
+    cfg = Config(compressor="large_patchifier", rate=rate)
     dit, phi = DiT(cfg), Compressor(cfg)
     phi.init_from_patchifier(dit.patchify.weight, dit.patchify.bias)
     x = video(1, cfg)
-    latent = encode(x, cfg.vae_space, cfg.vae_time).transpose(1, 2)           # (1, C, T, h, w)
-    p = cfg.patch
-    # average the 2x2x2 DiT patches of each memory block, then apply the DiT patchifier once
-    blocks = latent.unfold(2, 2, 2).unfold(3, 2 * p, 2 * p).unfold(4, 2 * p, 2 * p)   # (1, C, f, r, c, 2, 2p, 2p)
-    averaged = blocks.reshape(*blocks.shape[:5], 2, 2, p, 2, p).mean(dim=(5, 6, 8))      # (1, C, f, r, c, p, p)
-    expected = torch.einsum("dcpq,bcfrspq->bfrsd", dit.patchify.weight[:, :, 0], averaged) + dit.patchify.bias
-    assert torch.allclose(phi(x), expected.flatten(1, 3), atol=1e-5)
+    rh, rw, rt = cfg.rate_hwt
+    pooled = F.avg_pool3d(encode(x, cfg.vae_space, cfg.vae_time).transpose(1, 2), (rt, rh, rw))   # (1, C, T'/rt, h/rh, w/rw)
+    expected = dit.patchify(pooled).flatten(2).transpose(1, 2)                 # (1, M, D)
+    assert torch.allclose(phi(x), expected, atol=1e-5)
+
+
+def test_large_patchifier_starts_equal_to_only_lr_where_pooling_commutes_with_the_latent():
+    """With vae_space 1 the latent is the pixels (times 2), so pooling the latent is pooling the
+    video: at step 0 the large patchifier's tokens are exactly Only LR's."""
+    cfg = Config(vae_space=1, patch=4, rate="2x2x2")
+    dit = DiT(cfg)
+    large, only_lr = (Compressor(replace(cfg, compressor=c)) for c in ("large_patchifier", "only_lr"))
+    for phi in (large, only_lr):
+        phi.init_from_patchifier(dit.patchify.weight, dit.patchify.bias)
+    x = video(2, cfg)
+    assert torch.allclose(large(x), only_lr(x), atol=1e-5)
 
 
 def test_pfp_is_the_sum_of_its_lr_and_hr_branches():

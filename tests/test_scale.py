@@ -121,7 +121,7 @@ def test_context_cache_equals_masked_joint_pass(cross_attn):
     cache = dit.memory_keys_values(memory, memory_pos)
     for t in (0.9, 0.3):                                           # one cache serves every noise level
         args = (x, torch.full((2, 3), t), torch.tensor([[1, 5, 9]] * 2), memory, memory_pos)
-        assert torch.allclose(dit(*args, cache=cache), dit(*args), atol=1e-5)
+        assert torch.allclose(dit.forward_cached(*args, cache), dit(*args), atol=1e-5)
     plain = DiT(replace(cfg, context_cache=False))                # without the mask, memory reads the noisy tokens
     plain.load_state_dict(dit.state_dict())
     assert not torch.allclose(plain(*args), dit(*args), atol=1e-3)
@@ -130,8 +130,8 @@ def test_context_cache_equals_masked_joint_pass(cross_attn):
 def test_cache_refused_for_a_model_trained_without_it():
     dit = DiT(SCALES["tiny"])
     with pytest.raises(AssertionError, match="context_cache"):
-        dit(torch.randn(1, 1, 12, 16, 16), torch.ones(1, 1), torch.zeros(1, 1), torch.randn(1, 4, 128),
-            torch.zeros(4, 3), cache=[])
+        dit.forward_cached(torch.randn(1, 1, 12, 16, 16), torch.ones(1, 1), torch.zeros(1, 1), torch.randn(1, 4, 128),
+                           torch.zeros(4, 3), [])
 
 
 @pytest.mark.parametrize("script", ["dit.py", "compressor.py"])
