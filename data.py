@@ -218,7 +218,7 @@ def recall_hidden_range(frames: int, size: int, after: int = 2) -> int:
 def recall_video(seed: int, frames: int, size: int, hidden: int, look: int = None, after: int = 2) -> tuple:
     """-> video (T, 3, S, S) float32 in [-1, 1], object mask (T, S, S) bool.
 
-    The memory-recall benchmark of evaluate.py --recall (object consistency, docs/paper.md Table 2;
+    The memory-recall benchmark of evaluate.py --objects (object consistency, docs/paper.md Table 2;
     the paper's Figure 6): a static camera over a texture and one patterned object that moves
     right at constant speed, leaves the frame, stays hidden for exactly `hidden` frames and comes
     back through the same edge at frame T - after - 1, so a model must recall its look from memory.

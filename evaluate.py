@@ -9,6 +9,8 @@ against always the last ones, the "cheat" the paper warns of).
     python evaluate.py --device cuda --shard 0/8 & ...   # n processes train the rows on one GPU; then
     python evaluate.py --device cuda                     # ... a last run reads the cache and reports
     python evaluate.py --curves runs/a runs/b            # validation PSNR against steps of train_pfp runs
+    python evaluate.py --recall --quick                  # recall after a storyboard cut back (cut_back.py)
+    python evaluate.py --objects                         # the single-shot object-recall benchmark (recall.py)
 
 Every row is one train_pfp.train() run, cached in runs/table1/ under its full config: running
 again with the same flags reads the finished rows back and trains only what is missing.
@@ -34,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from config import SCALES, Config, ConfigError, check, fail, finite_float, run_main
+import cut_back
 import recall
 from plot import labelled_png, line_chart
 from metrics import psnr
@@ -246,25 +249,33 @@ def main():
                         help="instead of the table: plot validation PSNR against steps for these train_pfp.py "
                              "run folders into <results>/curves.png")
     parser.add_argument("--recall", action="store_true",
-                        help="instead of Table 1: the stage-2 memory-recall benchmark and drift meter (recall.py); "
-                             "trains stage 1 for pfp and the large patchifier, then stage 2 for every row, into <runs>")
-    parser.add_argument("--ar_steps", type=int, default=0,
-                        help="--recall: stage-2 steps per row (default: half the stage-1 steps)")
-    parser.add_argument("--recall_share", type=finite_float, default=0.5,
-                        help="--recall: share of the stage-2 training clips taken from the recall world (default 0.5)")
-    parser.add_argument("--cut_back", nargs="+", default=None, metavar="RUN",
-                        help="instead of the table: recall after a cut back in the storyboard world, for these "
-                             "train_ar.py run folders (--data storyboard), into <results>/cut_back.md and .json")
+                        help="instead of Table 1: recall after a cut back in the storyboard world (cut_back.py): "
+                             "trains the base, stage 1 and stage 2 of every row into <runs> (default runs/recall_story), "
+                             "then scores them; with --quick four rows and gaps 3 and 6 (~45 min on 2 cores)")
+    parser.add_argument("--cut_back", nargs="+", default=None, metavar="[LABEL=]RUN",
+                        help="instead of the table: score these train_ar.py run folders (--data storyboard) after a cut "
+                             "back; the claims read the labels 'full history ...', 'pfp 2x2x2', 'window only', "
+                             "'pfp without pretrain', 'only LR 2x2x2', 'large patchifier 2x2x2'")
     parser.add_argument("--gaps", type=int, nargs="+", default=[3, 6, 10, 16],
                         help="--cut_back: frames between the shot's last sight and its return (default 3 6 10 16)")
-    parser.add_argument("--stories", type=int, default=48, help="--cut_back: stories per gap (default 48)")
+    parser.add_argument("--stories", type=int, default=0,
+                        help="--recall, --cut_back: stories per gap (default 48; 32 with --quick)")
+    parser.add_argument("--objects", action="store_true",
+                        help="instead of Table 1: the single-shot object-recall benchmark and drift meter (recall.py); "
+                             "trains stage 1 for pfp and the large patchifier, then stage 2 for every row, into <runs>")
+    parser.add_argument("--ar_steps", type=int, default=0,
+                        help="--objects: stage-2 steps per row (default: half the stage-1 steps)")
+    parser.add_argument("--object_share", type=finite_float, default=0.5,
+                        help="--objects: share of the stage-2 training clips taken from the recall world (default 0.5)")
     parser.error = fail
     args = parser.parse_args()
     for name in ("steps", "real_steps", "ar_steps", "threads"):
         if getattr(args, name) < 0:
             fail(f"--{name} must be 0 (the default) or a positive integer, got {getattr(args, name)}")
-    if not 0 <= args.recall_share <= 1:
-        fail(f"--recall_share {args.recall_share} must lie in [0, 1]")
+    if not 0 <= args.object_share <= 1:
+        fail(f"--object_share {args.object_share} must lie in [0, 1]")
+    if args.stories == 1 or args.stories < 0:
+        fail(f"--stories must be 2 or more (the interval needs two), got {args.stories}")
     check(replace(SCALES[args.scale], device=args.device))              # an unknown --device, before any work
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         fail(f"--device {args.device}: no CUDA GPU is visible to PyTorch here; use --device cpu")
@@ -275,17 +286,21 @@ def main():
             what = "is a file, not a run folder" if os.path.isfile(missing[0]) else "holds no metrics.jsonl"
             fail(f"--curves: {missing[0]!r} {what}; pass run folders of train_pfp.py")
         return learning_curves(args.curves, os.path.join(args.results, "curves.png"))
+    command = f"python {' '.join(sys.argv)}"
     if args.cut_back:
-        if args.stories < 2:
-            fail(f"--stories must be 2 or more (the interval needs two), got {args.stories}")
-        return recall.cut_back_report(args.cut_back, args.gaps, args.stories, args.results, f"python {' '.join(sys.argv)}")
+        rows = [arg.split("=", 1) if "=" in arg else (os.path.basename(os.path.normpath(arg)), arg) for arg in args.cut_back]
+        return cut_back.report(rows, args.gaps, args.stories or 48, args.results, command)
     if args.recall:
+        runs = args.runs if args.runs != parser.get_default("runs") else os.path.join("runs", "recall_story")
+        writable_folder(runs, "--runs")
+        return cut_back.run(args.scale, args.quick, runs, args.results, command, args.threads, args.device, args.stories)
+    if args.objects:
         cfg = check(replace(SCALES[args.scale], steps=args.steps or SCALES[args.scale].steps, threads=args.threads,
                             device=args.device, eval_every=10**9))
         runs = args.runs if args.runs != parser.get_default("runs") else os.path.join("runs", "recall")
         writable_folder(runs, "--runs")
-        return recall.run(cfg, args.ar_steps or max(1, cfg.steps // 2), runs, args.results,
-                          f"python {' '.join(sys.argv)}", share=args.recall_share)
+        return recall.run(cfg, args.ar_steps or max(1, cfg.steps // 2), runs, args.results, command,
+                          share=args.object_share)
     writable_folder(args.runs, "--runs")
     shard = args.shard.split("/") if args.shard else None
     if shard and not (len(shard) == 2 and all(v.isdigit() for v in shard) and int(shard[0]) < int(shard[1])):

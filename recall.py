@@ -1,5 +1,5 @@
 """Memory recall after stage 2 (docs/paper.md, Table 2 and the "without pretrain" ablation), run by
-`python evaluate.py --recall`.
+`python evaluate.py --objects`. (Recall after a storyboard cut back, `evaluate.py --recall`: cut_back.py.)
 
 The paper judges long-video consistency (cloth, identity, objects) with VLM and ArcFace judges.
 We measure the same thing directly on videos built for it (data.recall_video): an object is
@@ -44,7 +44,6 @@ from config import Config, ConfigError, check, result_fields
 from data import recall_hidden_range, recall_video, synthetic_videos, VAL_SEED_OFFSET
 from metrics import psnr
 from plot import framed_bthwc_uint8, labelled_png, line_chart, save_bthwc_uint8_as_mp4_and_gif
-from storyboard import latent_captions, storyboard_videos
 from flow import add_noise
 from latent import encode
 from checkpoint import load_checkpoint, write_atomically
@@ -183,85 +182,6 @@ def memory_use(dit, phi, cfg: Config, video, mask, other, batch: int = 16) -> fl
                 v = dit(x_t[i:i + b], t[i:i + b, None].expand(b, c), chunk_positions(b, cfg, video.device), context, context_pos)
                 errors[name] += ((v - (eps[i:i + b] - x0[i:i + b])).pow(2) * cells[i:i + b]).sum().item()
     return 10 * math.log10(errors["other"] / errors["true"])
-
-
-# --- the storyboard world: recall after a cut back -----------------------------------------------
-CUT_BACK_SEED_OFFSET = 4_000_000                                        # benchmark stories: disjoint from training
-
-
-def cut_back_set(cfg: Config, gap: int, n: int) -> dict:
-    """n storyboard stories whose chunk (the last c*vt frames, after the whole history) is the cut
-    back to shot A, last seen `gap` frames before it -> {"video", "other", "captions"}: other is the
-    same story with another look of A, (B, T + c*vt, 3, H, W); captions (B, T + c*vt, L)."""
-    frames, seeds = cfg.history + cfg.chunk * cfg.vae_time, range(CUT_BACK_SEED_OFFSET, CUT_BACK_SEED_OFFSET + n)
-    true = storyboard_videos(seeds, frames, cfg.height, cut_back=cfg.history, gap=gap)
-    other = storyboard_videos(seeds, frames, cfg.height, cut_back=cfg.history, gap=gap, a_look=1)
-    return {"video": true["video"], "other": other["video"], "captions": true["captions"]}
-
-
-@torch.no_grad()
-def cut_back_scores(dit, phi, cfg: Config, gaps: list, n: int = 64, batch: int = 16) -> dict:
-    """PSNR of the chunk after a cut back, whole frames, per story: {gap: {"model", "swapped",
-    "chance", "copy"}}, each a list over the n stories.
-        model    the chunk generated from the true history, with the chunk's captions;
-        swapped  the same, from a history in which A shows another look (the memory is wrong);
-        chance   the other look's true frames: right captions, wrong look;
-        copy     A's last frame before the cut repeated: what perfect recall of a still shot scores.
-    model - swapped is the memory use after a cut back, in dB."""
-    s, vt = cfg.latent_frames, cfg.vae_time
-    out = {}
-    for gap in gaps:
-        data = cut_back_set(cfg, gap, n)
-        video, truth = data["video"], data["video"][:, s * vt:]                # truth (B, c*vt, 3, H, W)
-        caption = latent_captions(data["captions"], vt)[:, s:s + cfg.chunk] if cfg.captions else None
-        scores = {}
-        for name, history in (("model", video), ("swapped", data["other"])):
-            gen = torch.Generator().manual_seed(gap)
-            got = torch.cat([next_chunk(dit, phi, history[i:i + batch], s, cfg, gen,
-                                        caption=None if caption is None else caption[i:i + batch])[0]
-                             for i in range(0, n, batch)])
-            scores[name] = psnr(got, truth).mean(1).tolist()                    # (B,) over the chunk's frames
-        scores["chance"] = psnr(data["other"][:, s * vt:], truth).mean(1).tolist()
-        last_a = video[:, s * vt - gap][:, None].expand_as(truth)               # A's last frame before the cut
-        scores["copy"] = psnr(last_a, truth).mean(1).tolist()
-        out[gap] = scores
-    return out
-
-
-def cut_back_report(runs: list, gaps: list, n: int, results: str, command: str) -> dict:
-    """cut_back_scores for each train_ar.py run folder -> results/cut_back.md and .json: mean PSNR
-    per gap with the memory use (model - swapped) and its 95% interval over the stories."""
-    table = {}
-    for run in runs:
-        path = run if os.path.isfile(run) else os.path.join(run, "ckpt.pt")     # a run folder or its ckpt.pt
-        run = os.path.dirname(path) if os.path.isfile(run) else run
-        cfg, dit, phi, stage = load_checkpoint(path)
-        if stage != 2 or cfg.data != "storyboard":
-            raise ConfigError(f"--cut_back: {run} is not a train_ar.py run on --data storyboard (stage {stage}, "
-                              f"--data {cfg.data})")
-        if max(gaps) > cfg.history or min(gaps) < 2:
-            raise ConfigError(f"--gaps must lie in [2, {cfg.history}] (the history), got {gaps}")
-        table[run] = {"config": asdict(cfg), "scores": cut_back_scores(dit, phi, cfg, gaps, n)}
-    lines = ["# Recall after a cut back (storyboard world)\n", f"Measured with `{command}`: {n} stories per gap, "
-             "whole-chunk PSNR in dB. `use` is model minus swapped (A's other look in the history), with its 95% "
-             "interval over the stories.\n",
-             "| run | context | gap | model | swapped | use [95%] | chance | copy |", "|---|---|---|---|---|---|---|---|"]
-    for run, entry in table.items():
-        c = entry["config"]
-        for gap, s in entry["scores"].items():
-            use = torch.tensor(s["model"]) - torch.tensor(s["swapped"])
-            half = 1.96 * use.std().item() / math.sqrt(len(use))
-            mean = lambda k: sum(s[k]) / len(s[k])
-            lines.append(f"| {os.path.basename(os.path.normpath(run))} | {c['compressor']} {c['rate']}, window {c['window']} | "
-                         f"{gap} | {mean('model'):.2f} | {mean('swapped'):.2f} | {use.mean():.2f} "
-                         f"[{use.mean() - half:.2f}, {use.mean() + half:.2f}] | {mean('chance'):.2f} | {mean('copy'):.2f} |")
-    text = "\n".join(lines) + "\n"
-    os.makedirs(results, exist_ok=True)
-    write_atomically(os.path.join(results, "cut_back.md"), lambda tmp: open(tmp, "w").write(text))
-    write_atomically(os.path.join(results, "cut_back.json"), lambda tmp: open(tmp, "w").write(json.dumps(
-        {run: {"scores": e["scores"]} for run, e in table.items()}, indent=1)))
-    print(text + f"wrote {results}/cut_back.md and cut_back.json")
-    return table
 
 
 def drift_stats(video) -> torch.Tensor:

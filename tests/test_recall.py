@@ -1,4 +1,4 @@
-"""recall.py (evaluate.py --recall): the object metric, chance, the drift meter, and the pipeline."""
+"""recall.py (evaluate.py --objects): the object metric, chance, the drift meter, and the pipeline."""
 import json
 import os
 from dataclasses import replace
@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+import cut_back
 import recall
 from config import Config, check
 
@@ -81,7 +82,7 @@ def test_recall_pipeline_writes_everything_and_reads_its_cache(tmp_path, monkeyp
 
 
 def test_cut_back_report_scores_a_storyboard_run_and_refuses_others(tmp_path):
-    """evaluate.py --cut_back: the chance row is another look of A (far from the truth), copying
+    """cut_back.report (evaluate.py --cut_back): the chance row is another look of A (far from the truth), copying
     A's last frame is near-perfect for these mostly still shots, and a stage-1 run is refused."""
     from train_ar import train_ar
     from train_pfp import train
@@ -90,13 +91,53 @@ def test_cut_back_report_scores_a_storyboard_run_and_refuses_others(tmp_path):
                        compressor="only_lr", rate="1x1x1", steps=2, batch=2, train_videos=4, val_videos=2,
                        eval_every=1000, ckpt_every=1000, sample_steps=2))
     train_ar(cfg, str(tmp_path / "run"), "none", quiet=True)
-    table = recall.cut_back_report([str(tmp_path / "run")], [3, 8], 6, str(tmp_path / "results"), "test")
-    scores = table[str(tmp_path / "run")]["scores"]
+    table = cut_back.report([("full history", str(tmp_path / "run"))], [3, 8], 6, str(tmp_path / "results"), "test")
+    scores = table["full history"]["scores"]
     for gap in (3, 8):
         s = scores[gap]
         assert len(s["model"]) == len(s["swapped"]) == 6
         assert sum(s["chance"]) / 6 < 15 and sorted(s["copy"])[3] > 40           # most returns copy A exactly
-    assert "| run | context | gap |" in (tmp_path / "results" / "cut_back.md").read_text()
+    text = (tmp_path / "results" / "cut_back.md").read_text()
+    assert "| full history | 640 |" in text and "full history is" in text           # a row (8 + 2 frames of 64 tokens), a claim
+    assert (tmp_path / "results" / "cut_back.png").is_file() and (tmp_path / "results" / "cut_back.gif").is_file()
     train(replace(cfg, compressor="pfp", rate="2x2x2"), str(tmp_path / "s1"), quiet=True)
     with pytest.raises(ConfigError, match="not a train_ar.py run on --data storyboard"):
-        recall.cut_back_report([str(tmp_path / "s1")], [3], 2, str(tmp_path / "results"), "test")
+        cut_back.report([("s1", str(tmp_path / "s1"))], [3], 2, str(tmp_path / "results"), "test")
+
+
+def test_recall_rows_train_from_one_base_and_are_read_back(tmp_path, monkeypatch):
+    """evaluate.py --recall --quick: one base; pfp's stage 1 starts from it; every stage-2 row starts
+    from the base or its own stage 1; a second call trains nothing."""
+    monkeypatch.setattr(cut_back, "STEPS", {"base": 2, "stage1": 2, "stage2": 2})
+    cfg = check(replace(cut_back.story_config("tiny"), dim=32, heads=2, depth=1, hr_channels=4, history=8, batch=2,
+                        train_videos=4, val_videos=2, ckpt_every=1000, sample_steps=2))
+    rows = cut_back.train_rows(cfg, str(tmp_path), full=False)
+    assert [label for label, _ in rows] == ["full history (base)", "pfp 2x2x2", "pfp without pretrain", "window only"]
+    summaries = {label: json.load(open(os.path.join(run, "summary.json"))) for label, run in rows}
+    base = os.path.join(rows[0][1], "ckpt.pt")
+    assert summaries["full history (base)"]["init"] == "none"
+    assert summaries["pfp without pretrain"]["init"] == summaries["window only"]["init"] == base
+    stage1 = summaries["pfp 2x2x2"]["init"]
+    assert stage1 != base and json.load(open(os.path.join(os.path.dirname(stage1), "config.json")))["split_return"] == 0
+    assert {s["compressor"] for s in summaries.values()} == {"only_lr", "pfp", "none"}
+    monkeypatch.setattr(cut_back, "train", lambda *a, **k: pytest.fail("stage 1 retrained"))
+    monkeypatch.setattr(cut_back, "train_ar", lambda *a, **k: pytest.fail("stage 2 retrained"))
+    assert cut_back.train_rows(cfg, str(tmp_path), full=False) == rows
+
+
+def test_cut_back_claims_read_the_bars():
+    """The claims: the ceiling's +6 dB and 3 dB, window only within 1 dB of chance, pfp's share of the
+    ceiling's gain over window only, and pfp's paired intervals against the other rows."""
+    def row(model, swapped, chance, tokens):
+        return {"context_tokens": tokens, "scores": {6: {"model": model, "swapped": swapped, "chance": chance}}}
+    chance = [8.0, 8.2, 7.8, 8.0]
+    table = {"full history (base)": row([15.0, 15.2, 14.8, 15.0], [10.0] * 4, chance, 1152),
+             "pfp 2x2x2": row([12.0, 12.3, 11.9, 12.1], [9.0] * 4, chance, 256),
+             "window only": row([8.5, 8.6, 8.4, 8.5], [8.5, 8.6, 8.4, 8.5], chance, 128),
+             "pfp without pretrain": row([12.5, 12.6, 12.4, 12.5], [9.0] * 4, chance, 256)}
+    text = "\n".join(cut_back.claims(table, [2, 6], window=2))
+    assert "gap 2" not in text                                         # not beyond the window
+    assert "full history (base) is +7.00 dB over chance and uses 5.00 dB of memory (bar: +6 and 3): holds" in text
+    assert "window only is +0.50 dB from chance (bar: within 1): holds" in text
+    assert "pfp 2x2x2 recovers 55% of full history (base)'s gain" in text and "256 against 1,152" in text
+    assert "pfp 2x2x2 - pfp without pretrain = -0.42 dB" in text and text.endswith("does not hold")

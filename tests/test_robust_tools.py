@@ -123,8 +123,8 @@ def test_bench_bad_flags_are_one_line(args, message, monkeypatch, capsys, tmp_pa
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--recall_share", "nan"], "argument --recall_share: 'nan' is not a finite number"),
-    (["--recall", "--recall_share", "1.5"], "--recall_share 1.5 must lie in [0, 1]"),
+    (["--object_share", "nan"], "argument --object_share: 'nan' is not a finite number"),
+    (["--objects", "--object_share", "1.5"], "--object_share 1.5 must lie in [0, 1]"),
     (["--device", "tpu"], "unknown --device 'tpu'"),
     (["--threads", "-2"], "--threads must be 0 (the default) or a positive integer, got -2"),
 ])

@@ -1,0 +1,240 @@
+"""Recall after a cut back: the storyboard benchmark (docs/paper.md, Table 2 and "The starting
+point"), run by `python evaluate.py --recall`.
+
+A story is shot A, then B (sometimes C), then a hard cut back to A (storyboard.py). The caption
+says "A again" but fits many looks; only memory can restore A's exact look. Each row generates
+the chunk after the cut back, with its caption, from a history in which A was last seen `gap`
+frames before; the whole chunk is scored against the truth (PSNR).
+
+    chance     the same story with another look of A: right captions, wrong look;
+    memory use the score minus the score when A's other look sits in the history: exactly 0 for a
+               model that reads nothing older than its window.
+
+Rows, every one from the same base video model (stage 0: the DiT trained on the full raw history
+of storyboard clips, as the paper starts from a pretrained video DiT):
+    full history            the base itself (with --full: also fine-tuned for the stage-2 steps)
+    pfp 2x2x2               stage 1 from the base, then stage 2
+    pfp without pretrain    the base DiT and a fresh pfp compressor, stage 2 only
+    window only             the base DiT, the last --window frames only, stage 2
+  and with --full: pfp 4x4x2, only LR 2x2x2 and the large patchifier 2x2x2, each as pfp 2x2x2.
+
+    python evaluate.py --recall --quick      # four rows, gaps 3 and 6: about 45 min on 2 CPU cores
+    python evaluate.py --recall              # every row, gaps 3, 6, 10 and 16
+    python evaluate.py --cut_back "pfp=runs/x" "window=runs/y"   # score run folders you trained
+
+Writes <results>/cut_back.md, cut_back.json, cut_back.png and cut_back.gif.
+Letters: B batch (stories), T frames, c chunk (latent frames), vt frames per latent frame.
+"""
+import hashlib
+import json
+import math
+import os
+from collections import namedtuple
+from dataclasses import replace
+from functools import partial
+
+import torch
+from tqdm import tqdm
+
+from config import SCALES, Config, ConfigError, check, result_fields
+from checkpoint import load_checkpoint, write_atomically
+from metrics import psnr
+from plot import save_rows_gif, save_rows_png
+from sample import ar_context, next_chunk
+from storyboard import latent_captions, storyboard_videos
+from train_ar import train_ar
+from train_pfp import train
+from training import cached_summary, train_missing
+
+CUT_BACK_SEED_OFFSET = 4_000_000          # benchmark stories: disjoint from training and validation
+Row = namedtuple("Row", "label stage1 compressor rate full")   # stage1: the rate of its own stage-1 run, or None
+ROWS = [Row("pfp 2x2x2", "2x2x2", "pfp", "2x2x2", False),
+        Row("pfp 4x4x2", "4x4x2", "pfp", "4x4x2", True),
+        Row("only LR 2x2x2", "2x2x2", "only_lr", "2x2x2", True),
+        Row("large patchifier 2x2x2", "2x2x2", "large_patchifier", "2x2x2", True),
+        Row("pfp without pretrain", None, "pfp", "2x2x2", False),
+        Row("window only", None, "none", "2x2x2", False),
+        Row("full history (base + stage 2)", None, "only_lr", "1x1x1", True)]
+STEPS = {"base": 450, "stage1": 1000, "stage2": 450}   # the measured recipe (results/storyboard_recall.md)
+
+
+def story_config(scale: str, **changes) -> Config:
+    """The preset on the storyboard world, with captions, no distance bias, and 80% of stage-2
+    micro-batches ending where a story cuts back [ours]."""
+    return check(replace(SCALES[scale], data="storyboard", captions=True, pos_bias=0.0, split_return=0.8,
+                         val_videos=8, eval_every=10**9, **changes))
+
+
+def folder(runs: str, name: str, cfg: Config, *extra) -> str:
+    """A cache folder: its name says what it is, a hash of everything else keeps rows apart."""
+    key = hashlib.sha1(json.dumps([result_fields(cfg), *extra], sort_keys=True).encode()).hexdigest()[:10]
+    return os.path.join(runs, f"{name}_{key}")
+
+
+def train_rows(cfg: Config, runs: str, full: bool) -> list:
+    """The base, then stage 1 and stage 2 for every row; each run cached in runs/ and continued
+    if it was stopped. -> [(label, stage-2 run folder)], the full-history row first."""
+    def made(fn, c, out, *args, stage):                 # a finished run is read, a stopped one continued
+        if cached_summary(out) is None:
+            train_missing(fn, c, out, *args, stage=stage, quiet=True, position=1)
+        return out
+    rows = [r for r in ROWS if full or not r.full]
+    bar = tqdm(total=1 + len(rows) + sum(r.stage1 is not None for r in rows), desc="recall rows", position=0)
+    base_cfg = replace(cfg, compressor="only_lr", rate="1x1x1", steps=STEPS["base"])
+    base = made(train_ar, base_cfg, folder(runs, "base", base_cfg), "none", stage=2)
+    bar.update()
+    done = [("full history (base)", base)]
+    for row in rows:
+        init = os.path.join(base, "ckpt.pt")
+        if row.stage1:
+            c1 = replace(cfg, compressor=row.compressor, rate=row.stage1, steps=STEPS["stage1"], split_return=0.0)
+            out1 = folder(runs, f"stage1_{row.compressor}_{row.stage1}", c1, init)
+            init = os.path.join(made(partial(train, init=init), c1, out1, stage=1), "ckpt.pt")
+            bar.update()
+        c2 = replace(cfg, compressor=row.compressor, rate=row.rate, steps=STEPS["stage2"])
+        done.append((row.label, made(train_ar, c2, folder(runs, "stage2_" + row.label.split(" (")[0].replace(" ", "_"),
+                                                               c2, init), init, stage=2)))
+        bar.update()
+    bar.close()
+    return done
+
+
+def cut_back_set(cfg: Config, gap: int, n: int) -> dict:
+    """n storyboard stories whose chunk (the last c*vt frames, after the whole history) is the cut
+    back to shot A, last seen `gap` frames before it -> {"video", "other", "captions"}: other is the
+    same story with another look of A, (B, T + c*vt, 3, H, W); captions (B, T + c*vt, L)."""
+    frames, seeds = cfg.history + cfg.chunk * cfg.vae_time, range(CUT_BACK_SEED_OFFSET, CUT_BACK_SEED_OFFSET + n)
+    true = storyboard_videos(seeds, frames, cfg.height, cut_back=cfg.history, gap=gap)
+    other = storyboard_videos(seeds, frames, cfg.height, cut_back=cfg.history, gap=gap, a_look=1)
+    return {"video": true["video"], "other": other["video"], "captions": true["captions"]}
+
+
+@torch.no_grad()
+def cut_back_scores(dit, phi, cfg: Config, gaps: list, n: int = 64, batch: int = 16, keep: int = 0) -> dict:
+    """PSNR of the chunk after a cut back, whole frames, per story: {gap: {"model", "swapped",
+    "chance", "copy"}}, each a list over the n stories, and with keep > 0 the first `keep`
+    generated chunks as "frames" (keep, c*vt, 3, H, W).
+        model    the chunk generated from the true history, with the chunk's captions;
+        swapped  the same, from a history in which A shows another look (the memory is wrong);
+        chance   the other look's true frames: right captions, wrong look;
+        copy     A's last frame before the cut repeated: what perfect recall of a still shot scores."""
+    s, vt = cfg.latent_frames, cfg.vae_time
+    out = {}
+    for gap in gaps:
+        data = cut_back_set(cfg, gap, n)
+        video, truth = data["video"], data["video"][:, s * vt:]                # truth (B, c*vt, 3, H, W)
+        caption = latent_captions(data["captions"], vt)[:, s:s + cfg.chunk] if cfg.captions else None
+        scores = {}
+        for name, history in (("model", video), ("swapped", data["other"])):
+            gen = torch.Generator().manual_seed(gap)
+            got = torch.cat([next_chunk(dit, phi, history[i:i + batch], s, cfg, gen,
+                                        caption=None if caption is None else caption[i:i + batch])[0]
+                             for i in range(0, n, batch)])
+            scores[name] = psnr(got, truth).mean(1).tolist()                    # (B,) over the chunk's frames
+            if name == "model" and keep:
+                scores["frames"] = got[:keep]
+        scores["chance"] = psnr(data["other"][:, s * vt:], truth).mean(1).tolist()
+        last_a = video[:, s * vt - gap][:, None].expand_as(truth)               # A's last frame before the cut
+        scores["copy"] = psnr(last_a, truth).mean(1).tolist()
+        out[gap] = scores
+    return out
+
+
+def interval(x: torch.Tensor) -> tuple:
+    """Mean and 95% half-width of a paired difference over stories."""
+    return x.mean().item(), 1.96 * x.std().item() / math.sqrt(len(x))
+
+
+def claims(table: dict, gaps: list, window: int) -> list:
+    """The benchmark's claims, each with its figure and whether it holds, at every gap beyond the
+    window (whole 95% intervals above 0 where a difference is claimed)."""
+    t = lambda label, gap, key: torch.tensor(table[label]["scores"][gap][key])
+    fulls = sorted((l for l in table if l.startswith("full history")), key=lambda l: "+" not in l)
+    full, lines = fulls[0] if fulls else None, []
+    for gap in [g for g in gaps if g > window]:
+        if full is None:
+            break
+        over, use = interval(t(full, gap, "model") - t(full, gap, "chance")), interval(t(full, gap, "model") - t(full, gap, "swapped"))
+        lines.append(f"- gap {gap}: {full} is {over[0]:+.2f} dB over chance and uses {use[0]:.2f} dB of memory "
+                     f"(bar: +6 and 3): {'holds' if over[0] >= 6 and use[0] >= 3 else 'does not hold'}")
+        if "window only" in table:
+            w = interval(t("window only", gap, "model") - t("window only", gap, "chance"))[0]
+            lines.append(f"- gap {gap}: window only is {w:+.2f} dB from chance (bar: within 1): "
+                         f"{'holds' if abs(w) <= 1 else 'does not hold'}")
+            if "pfp 2x2x2" in table:
+                gain = lambda l: (t(l, gap, "model") - t("window only", gap, "model")).mean().item()
+                share = gain("pfp 2x2x2") / gain(full) if gain(full) > 0 else float("nan")
+                lines.append(f"- gap {gap}: pfp 2x2x2 recovers {share:.0%} of {full}'s gain over window only "
+                             f"({table['pfp 2x2x2']['context_tokens']:,} against {table[full]['context_tokens']:,} "
+                             f"context tokens; bar: 50% with 1/8): {'holds' if share >= 0.5 else 'does not hold'}")
+        for other in ("large patchifier 2x2x2", "only LR 2x2x2", "pfp without pretrain"):
+            if "pfp 2x2x2" in table and other in table:
+                m, h = interval(t("pfp 2x2x2", gap, "model") - t(other, gap, "model"))
+                lines.append(f"- gap {gap}: pfp 2x2x2 - {other} = {m:+.2f} dB [{m - h:+.2f}, {m + h:+.2f}]: "
+                             f"{'holds' if m - h > 0 else 'does not hold'}")
+    return lines
+
+
+def report(rows: list, gaps: list, n: int, results: str, command: str) -> dict:
+    """cut_back_scores for each (label, train_ar.py run folder) -> <results>/cut_back.md, .json,
+    .png (gap 6 or the first gap, four stories) and .gif (the story playing, truth above each row)."""
+    table, pictures = {}, {}
+    for label, run in tqdm(rows, desc="scoring rows", position=0):
+        path = run if os.path.isfile(run) else os.path.join(run, "ckpt.pt")     # a run folder or its ckpt.pt
+        cfg, dit, phi, stage = load_checkpoint(path)
+        if stage != 2 or cfg.data != "storyboard":
+            raise ConfigError(f"--cut_back: {run} is not a train_ar.py run on --data storyboard (stage {stage}, "
+                              f"--data {cfg.data})")
+        if max(gaps) > cfg.history or min(gaps) < 2:
+            raise ConfigError(f"--gaps must lie in [2, {cfg.history}] (the history), got {gaps}")
+        scores = cut_back_scores(dit, phi, cfg, gaps, n, keep=4)
+        pictures[label] = {gap: scores[gap].pop("frames") for gap in gaps}
+        with torch.no_grad():
+            tokens = ar_context(dit, phi, cut_back_set(cfg, gaps[0], 1)["video"], cfg.latent_frames, cfg)[0].shape[1]
+        table[label] = {"run": run, "context": f"{cfg.compressor} {cfg.rate} + window {cfg.window}",
+                        "context_tokens": tokens, "scores": scores}
+    lines = ["# Recall after a cut back (storyboard world)\n", f"Measured with `{command}`: {n} stories per gap. "
+             "Whole-chunk PSNR in dB. *Over chance* and *memory use* are paired per story, with 95% intervals: chance "
+             "is the same story with another look of A; memory use is the score minus the score with A's other look "
+             "in the history.\n",
+             "| row | context tokens | PSNR | over chance [95%] | memory use [95%] | chance | copy A |", "|---|---|---|---|---|---|---|"]
+    for gap in gaps:
+        lines.append(f"| **gap {gap}** | | | | | | |")
+        for label, entry in table.items():
+            s = {k: torch.tensor(v) for k, v in entry["scores"][gap].items()}
+            (o, oh), (u, uh) = interval(s["model"] - s["chance"]), interval(s["model"] - s["swapped"])
+            lines.append(f"| {label} | {entry['context_tokens']:,} | {s['model'].mean():.2f} | {o:+.2f} [{o - oh:+.2f}, "
+                         f"{o + oh:+.2f}] | {u:.2f} [{u - uh:.2f}, {u + uh:.2f}] | {s['chance'].mean():.2f} | {s['copy'].mean():.2f} |")
+    window = next(iter(table.values()))["context"].split("window ")[1]
+    lines += ["", "Claims (gaps beyond the window):", *claims(table, gaps, int(window) * cfg.vae_time)]
+    text = "\n".join(lines) + "\n"
+    os.makedirs(results, exist_ok=True)
+    write_atomically(os.path.join(results, "cut_back.md"), lambda tmp: open(tmp, "w").write(text))
+    write_atomically(os.path.join(results, "cut_back.json"), lambda tmp: open(tmp, "w").write(json.dumps(table, indent=1)))
+    pictures_of(table, pictures, gaps, cfg, results)
+    print(text + f"wrote {results}/cut_back.md, .json, .png and .gif")
+    return table
+
+
+def pictures_of(table: dict, pictures: dict, gaps: list, cfg: Config, results: str):
+    """cut_back.png: for four stories (columns) A as last seen, B just before the cut, the truth
+    after it, another look of A, then each row's first generated frame. cut_back.gif: the stories
+    playing; the truth on top, then each row, its history shown until the cut back."""
+    gap = 6 if 6 in gaps else gaps[0]
+    s, vt = cfg.latent_frames * cfg.vae_time, cfg.vae_time
+    data = cut_back_set(cfg, gap, 4)
+    video = data["video"]                                                       # (4, T + c*vt, 3, H, W)
+    still = [video[:, s - gap], video[:, s - 1], video[:, s], data["other"][:, s]]
+    save_rows_png(still + [pictures[label][gap][:, 0] for label in table], os.path.join(results, "cut_back.png"))
+    moving = [[video[:, t]] + [video[:, t] if t < s else pictures[label][gap][:, t - s] for label in table]
+              for t in range(video.shape[1])]
+    save_rows_gif(moving + moving[-1:] * 6, os.path.join(results, "cut_back.gif"), ms=250)
+
+
+def run(scale: str, quick: bool, runs: str, results: str, command: str, threads: int = 0, device: str = "cpu",
+        stories: int = 0) -> dict:
+    """evaluate.py --recall: train (or read from runs/) every row, then score them."""
+    cfg = story_config(scale, threads=threads, device=device)
+    rows = train_rows(cfg, runs, full=not quick)
+    gaps, n = ([3, 6], stories or 32) if quick else ([3, 6, 10, 16], stories or 48)
+    return report(rows, gaps, n, results, command)
