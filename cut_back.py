@@ -140,6 +140,24 @@ def cut_back_scores(dit, phi, cfg: Config, gaps: list, n: int = 64, batch: int =
     return out
 
 
+def scored(path: str, dit, phi, cfg: Config, gaps: list, n: int) -> dict:
+    """cut_back_scores (with four stories' frames), kept beside the checkpoint in cut_back.pt and
+    read back while the checkpoint, the gaps and n are the same: a report over many rows then
+    scores only the rows that changed."""
+    cache = os.path.join(os.path.dirname(path), "cut_back.pt")
+    key = [os.path.getmtime(path), os.path.getsize(path), gaps, n, CUT_BACK_SEED_OFFSET]
+    if os.path.isfile(cache):
+        try:
+            kept = torch.load(cache, weights_only=True)
+            if kept["key"] == key:
+                return kept["scores"]
+        except Exception:                            # unreadable or foreign: score again
+            pass
+    scores = cut_back_scores(dit, phi, cfg, gaps, n, keep=4)
+    write_atomically(cache, lambda tmp: torch.save({"key": key, "scores": scores}, tmp))
+    return {gap: dict(s) for gap, s in scores.items()}
+
+
 def interval(x: torch.Tensor) -> tuple:
     """Mean and 95% half-width of a paired difference over stories."""
     return x.mean().item(), 1.96 * x.std().item() / math.sqrt(len(x))
@@ -187,7 +205,7 @@ def report(rows: list, gaps: list, n: int, results: str, command: str) -> dict:
                               f"--data {cfg.data})")
         if max(gaps) > cfg.history or min(gaps) < 2:
             raise ConfigError(f"--gaps must lie in [2, {cfg.history}] (the history), got {gaps}")
-        scores = cut_back_scores(dit, phi, cfg, gaps, n, keep=4)
+        scores = scored(path, dit, phi, cfg, gaps, n)
         pictures[label] = {gap: scores[gap].pop("frames") for gap in gaps}
         with torch.no_grad():
             tokens = ar_context(dit, phi, cut_back_set(cfg, gaps[0], 1)["video"], cfg.latent_frames, cfg)[0].shape[1]

@@ -100,6 +100,10 @@ def test_cut_back_report_scores_a_storyboard_run_and_refuses_others(tmp_path):
     text = (tmp_path / "results" / "cut_back.md").read_text()
     assert "| full history | 640 |" in text and "full history is" in text           # a row (8 + 2 frames of 64 tokens), a claim
     assert (tmp_path / "results" / "cut_back.png").is_file() and (tmp_path / "results" / "cut_back.gif").is_file()
+    with pytest.MonkeyPatch.context() as patch:                  # the scores are kept beside the checkpoint
+        patch.setattr(cut_back, "cut_back_scores", lambda *a, **k: pytest.fail("scored again"))
+        again = cut_back.report([("full history", str(tmp_path / "run"))], [3, 8], 6, str(tmp_path / "results"), "test")
+    assert again["full history"]["scores"] == table["full history"]["scores"]
     train(replace(cfg, compressor="pfp", rate="2x2x2"), str(tmp_path / "s1"), quiet=True)
     with pytest.raises(ConfigError, match="not a train_ar.py run on --data storyboard"):
         cut_back.report([("s1", str(tmp_path / "s1"))], [3], 2, str(tmp_path / "results"), "test")
