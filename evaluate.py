@@ -287,6 +287,8 @@ def main():
             fail(f"--curves: {missing[0]!r} {what}; pass run folders of train_pfp.py")
         return learning_curves(args.curves, os.path.join(args.results, "curves.png"))
     command = f"python {' '.join(sys.argv)}"
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.cut_back:
         rows = [arg.split("=", 1) if "=" in arg else (os.path.basename(os.path.normpath(arg)), arg) for arg in args.cut_back]
         return cut_back.report(rows, args.gaps, args.stories or 48, args.results, command)
@@ -312,8 +314,6 @@ def main():
     preset = SCALES[args.scale]
     steps = args.steps or (QUICK_STEPS["synthetic"] if args.quick else preset.steps)
     real_steps = args.real_steps or args.steps or (QUICK_STEPS["real"] if args.quick else preset.steps)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     tables = [("synthetic", "", "Synthetic validation videos", steps, ROWS + [OMEGA_LAST])] if args.tables != "real" else []
     if args.real and args.tables != "synthetic":
         tables.append((args.real, "_real", f"Real clips ({args.real})", real_steps, ROWS))
