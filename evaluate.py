@@ -41,7 +41,7 @@ import recall
 from plot import labelled_png, line_chart
 from metrics import psnr
 from checkpoint import load_checkpoint, writable_folder, write_atomically
-from train_pfp import retrieval_rows, train
+from train_pfp import no_network_baselines, retrieval_rows, train
 from training import cached_summary, load_videos, run_dir, train_missing
 
 Row = namedtuple("Row", "label compressor rate omega paper")   # paper: (PSNR, SSIM, LPIPS) or None
@@ -132,20 +132,23 @@ def orderings(rows) -> list:
     return out
 
 
-def markdown(rows, title, references=None) -> str:
-    """Our table beside the paper's; gaps are measured against each table's Large Patchifier row."""
+def markdown(rows, title, references=None, floors=None) -> str:
+    """Our table beside the paper's; gaps are measured against each table's Large Patchifier row.
+    floors: {rate: no_network_baselines} for the columns of what no network scores at each row's rate."""
     fmt = lambda v, f: "n/a" if v is None else format(v, f)
     base = next((r for r in rows if r["compressor"] == "large_patchifier"), None)
     lines = [f"### {title}", "", f"Data: {rows[0]['data_split']}; {rows[0]['steps']} steps, batch "
              f"{rows[0]['config']['batch']}, seed {rows[0]['config']['seed']} for every row.", "",
-             "| Row | memory tokens | PSNR | SSIM | ST-LPIPS | PSNR first / last third | train min | "
-             "PSNR - LP (ours) | paper PSNR | paper SSIM | paper LPIPS | PSNR - LP (paper) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| Row | memory tokens | PSNR | no network: mean frame / pooled | SSIM | ST-LPIPS | PSNR first / last third | "
+             "train min | PSNR - LP (ours) | paper PSNR | paper SSIM | paper LPIPS | PSNR - LP (paper) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         paper = r["paper"] or (None, None, None)
         ours_gap = r["psnr"] - base["psnr"] if base else None
         paper_gap = paper[0] - 12.93 if paper[0] is not None else None
-        lines.append(f"| {r['label']} | {r['memory_tokens']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {fmt(r['lpips'], '.3f')} | "
+        floor = (floors or {}).get(r["rate"])
+        floor = f"{floor['mean_frame']:.2f} / {floor['pooled']:.2f}" if floor else "n/a"
+        lines.append(f"| {r['label']} | {r['memory_tokens']} | {r['psnr']:.2f} | {floor} | {r['ssim']:.3f} | {fmt(r['lpips'], '.3f')} | "
                      f"{r['psnr_first']:.2f} / {r['psnr_last']:.2f} | {r['train_seconds'] / 60:.1f} | "
                      f"{fmt(ours_gap, '+.2f')} | {fmt(paper[0], '.2f')} | {fmt(paper[1], '.3f')} | "
                      f"{fmt(paper[2], '.3f')} | {fmt(paper_gap, '+.2f')} |")
@@ -338,10 +341,11 @@ def main():
         rows = [s for s in summaries if s["data"] == source]
         train_videos, val, _ = data[source]
         references = linear_references(train_videos, val, replace(preset, rate="4x4x2"))
-        report.append(markdown(rows, title, references))
+        floors = {r["rate"]: no_network_baselines(val, replace(preset, rate=r["rate"])) for r in rows}
+        report.append(markdown(rows, title, references, floors))
         plots(rows, suffix, args.results)
         picture_grid(rows, val, suffix, args.results)
-        everything[title] = {"rows": rows, "linear_references_4x4x2": references}
+        everything[title] = {"rows": rows, "linear_references_4x4x2": references, "no_network": floors}
     write_atomically(os.path.join(args.results, "table1.md"), lambda tmp: open(tmp, "w").write("\n".join(report)))
     write_atomically(os.path.join(args.results, "table1.json"), lambda tmp: open(tmp, "w").write(json.dumps(everything, indent=1)))
     print("\n".join(report))

@@ -26,6 +26,7 @@ from dataclasses import asdict
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from config import Config, Interrupted, add_config_flags, config_from_args, run_main
@@ -98,6 +99,17 @@ def evaluate_retrieval(dit, phi, videos, cfg: Config, groups_per_video: int, bat
             scores["lpips"].append(lpips(got, truth).flatten())
         scores["position"].append(omega.repeat_interleave(cfg.vae_time, dim=1).flatten())
     return {key: torch.cat(value).cpu() for key, value in scores.items()}
+
+
+def no_network_baselines(videos, cfg: Config) -> dict:
+    """Retrieval PSNR with no network at all, over every frame of videos (B, T, 3, H, W):
+    mean_frame  each history's mean frame, for every frame;
+    pooled      the history average-pooled by the rate, what the LR branch reads, blown back up."""
+    rh, rw, rt = cfg.rate_hwt
+    mean = videos.mean(dim=1, keepdim=True).expand_as(videos)
+    small = F.avg_pool3d(videos.transpose(1, 2), (rt, rh, rw))                # (B, 3, T/rt, H/rh, W/rw)
+    pooled = small.repeat_interleave(rt, 2).repeat_interleave(rh, 3).repeat_interleave(rw, 4).transpose(1, 2)
+    return {"mean_frame": psnr(mean, videos).mean().item(), "pooled": psnr(pooled, videos).mean().item()}
 
 
 def summarise(scores, cfg: Config) -> dict:
@@ -230,10 +242,11 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
         scores = evaluate_retrieval(ema_dit, ema_phi, val, cfg, groups_per_video=cfg.latent_frames // cfg.targets,
                                     lpips=load_stlpips())
         final = summarise(scores, cfg)
+        floor = no_network_baselines(val, cfg)                  # what no network scores: the mean frame, the pooled video
         save_rows_png(retrieval_rows(ema_dit, ema_phi, val, cfg), os.path.join(out, "retrieval.png"))
         summary = {"name": name, "compressor": cfg.compressor, "rate": cfg.rate, "omega": cfg.omega, "data": cfg.data,
                    "data_split": source, "steps": cfg.steps, "memory_tokens": n_memory,
-                   "history_tokens": math.prod(cfg.token_grid), **final, **by_position(scores, cfg),
+                   "history_tokens": math.prod(cfg.token_grid), **final, **by_position(scores, cfg), "no_network": floor,
                    "train_seconds": train_seconds, "wall_seconds": time.time() - start, "config": asdict(cfg)}
         log.write(json.dumps({"step": cfg.steps, "val": final}) + "\n")
         log.close()
@@ -241,6 +254,8 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
         say(f"done in {summary['wall_seconds'] / 60:.1f} min: val retrieval PSNR {final['psnr']:.2f} dB "
             f"(first/middle/last third {final['psnr_first']:.2f}/{final['psnr_middle']:.2f}/{final['psnr_last']:.2f}), "
             f"SSIM {final['ssim']:.3f}, {n_memory} memory tokens")
+        say(f"no network: the history's mean frame {floor['mean_frame']:.2f} dB, the video pooled {cfg.rate} and blown "
+            f"back up {floor['pooled']:.2f} dB")
         say(f"wrote {out}/summary.json, {out}/retrieval.png, {out}/ckpt.pt")
         return summary
 

@@ -107,3 +107,25 @@ def test_bad_input_is_one_line(args, message):
     done = subprocess.run([sys.executable, "evaluate.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_no_network_baselines_in_closed_form():
+    """The mean frame is perfect on a still video and the pooled video on one constant over every
+    pooling block; on noise both are far from it, and the pooled one is the LR branch's view."""
+    from train_pfp import no_network_baselines
+    cfg = replace(SCALES["tiny"], rate="2x2x2")
+    g = torch.Generator().manual_seed(0)
+    still = (torch.rand(2, 1, 3, 32, 32, generator=g) * 2 - 1).expand(2, 16, 3, 32, 32)
+    assert no_network_baselines(still, cfg)["mean_frame"] > 90 > no_network_baselines(still, cfg)["pooled"]
+    coarse = torch.rand(2, 8, 3, 16, 16, generator=g) * 2 - 1
+    blocky = coarse.repeat_interleave(2, 1).repeat_interleave(2, 3).repeat_interleave(2, 4)   # (2, 16, 3, 32, 32)
+    floor = no_network_baselines(blocky, cfg)
+    assert floor["pooled"] > 90 and floor["mean_frame"] < 15
+    noise = torch.rand(2, 16, 3, 32, 32, generator=g) * 2 - 1
+    assert max(no_network_baselines(noise, cfg).values()) < 15
+
+
+def test_the_table_shows_the_no_network_floors_beside_each_row():
+    rows = [fake_summary("Proposed 4x4x2", "pfp", "4x4x2", 15.5)]
+    text = evaluate.markdown(rows, "Synthetic", floors={"4x4x2": {"mean_frame": 14.38, "pooled": 15.43}})
+    assert "| Proposed 4x4x2 | 32 | 15.50 | 14.38 / 15.43 |" in text
