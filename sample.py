@@ -30,7 +30,7 @@ from config import Config, ConfigError, fail, run_main, seed_int
 from checkpoint import load_checkpoint, writable_folder
 from compressor import memory_positions
 from data import VAL_SEED_OFFSET, synthetic_video, video_file_clips
-from flow import euler_sample
+from flow import add_noise, euler_sample
 from footprint import check_fits, video_bytes
 from latent import encode, decode
 from metrics import psnr, ssim
@@ -52,7 +52,8 @@ def with_memory(dit, memory, memory_pos, cfg: Config):
 @torch.no_grad()
 def retrieve(dit, phi, video, omega, cfg: Config, generator=None, trajectory=None):
     """video (B, T, 3, H, W), omega (B, k) latent-frame indices -> retrieved pixels (B, k*vt, 3, H, W).
-    With noise-as-mask models, the frames not asked for are present as pure noise (t = 1)."""
+    With noise-as-mask models every frame is in the sequence, the ones not asked for as in training:
+    their true latents noised to fixed levels drawn from U[mask_noise_min, 1]."""
     B, k = omega.shape
     omega = omega.to(video.device)
     latent = encode(video, cfg.vae_space, cfg.vae_time)                     # (B, T', C, h, w)
@@ -64,11 +65,14 @@ def retrieve(dit, phi, video, omega, cfg: Config, generator=None, trajectory=Non
         frame_pos = torch.arange(latent.shape[1], device=video.device).expand(B, -1)   # (B, T')
         is_target = torch.zeros(B, latent.shape[1], dtype=torch.bool, device=video.device)
         is_target[rows, omega] = True
+        rest = cfg.mask_noise_min + (1 - cfg.mask_noise_min) * torch.rand(is_target.shape, generator=generator)
+        rest = rest.to(video.device)                                          # (B, T') as pfp_loss draws them
+        start = torch.where(is_target[:, :, None, None, None], noise, add_noise(latent, noise, rest))
 
-        def velocity(x, t):                       # only the asked-for frames move; the rest stay noise
-            levels = torch.where(is_target, t[:, None], torch.ones_like(t[:, None]))
+        def velocity(x, t):                       # only the asked-for frames move; the rest stay as they are
+            levels = torch.where(is_target, t[:, None], rest)
             return G(x, levels, frame_pos) * is_target[:, :, None, None, None]
-        x0 = euler_sample(velocity, noise, cfg.sample_steps, cfg.t_shift, trajectory)[rows, omega]
+        x0 = euler_sample(velocity, start, cfg.sample_steps, cfg.t_shift, trajectory)[rows, omega]
     else:
         velocity = lambda x, t: G(x, t[:, None].expand(B, k), omega)
         x0 = euler_sample(velocity, noise, cfg.sample_steps, cfg.t_shift, trajectory)   # (B, k, C, h, w)

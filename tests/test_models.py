@@ -172,6 +172,33 @@ def test_noise_as_mask_variant_trains():
     assert torch.isfinite(loss) and dit.unpatchify.weight.grad.abs().sum() > 0   # output starts at zero
 
 
+def test_noise_as_mask_retrieval_masks_the_other_frames_as_training_does(monkeypatch):
+    """Retrieval gives the frames not asked for what pfp_loss gives them: their true latents, noised
+    to fixed levels in [mask_noise_min, 1]; the asked-for frames start as pure noise and move."""
+    import sample
+    cfg = Config(noise_as_mask=True, depth=1, sample_steps=3)
+    x, omega = video(2, cfg), torch.tensor([[1, 6], [0, 15]])
+    latent, seen = encode(x, cfg.vae_space, cfg.vae_time), []
+
+    def spy(dit, memory, memory_pos, cfg):
+        def G(x_t, levels, frame_pos):
+            seen.append((x_t.clone(), levels.clone()))
+            return torch.zeros_like(x_t)
+        return G
+    monkeypatch.setattr(sample, "with_memory", spy)
+    sample.retrieve(DiT(cfg), Compressor(cfg), x, omega, cfg, torch.Generator().manual_seed(0))
+    target = torch.zeros(2, 16, dtype=torch.bool)
+    target[torch.arange(2)[:, None], omega] = True
+    first_x, first_levels = seen[0]
+    rest = first_levels[~target]
+    assert (rest >= cfg.mask_noise_min).all() and (rest <= 1).all() and rest.std() > 0.1
+    assert torch.allclose(first_levels[target], torch.ones(4))       # targets start at t = 1
+    for x_t, levels in seen:                                         # the rest are the same at every step
+        assert torch.equal(levels[~target], rest) and torch.equal(x_t[~target], first_x[~target])
+    eps = (first_x[~target] - (1 - rest[:, None, None, None]) * latent[~target]) / rest[:, None, None, None]
+    assert eps.std().item() == pytest.approx(1, abs=0.1)              # truth plus unit noise: x_t = (1-t) x0 + t eps
+
+
 @pytest.mark.parametrize("bad, message", [
     (dict(rate="3x3x2"), "does not divide"),
     (dict(rate="4x4"), "HxWxT"),
