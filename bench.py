@@ -126,7 +126,7 @@ def training_speed(cfg: Config, steps: int) -> dict:
     dit, phi = DiT(cfg).to(device), Compressor(cfg).to(device)
     ema_pairs = [(p.detach().clone(), p) for p in [*dit.parameters(), *phi.parameters()]]
     params = [p for _, p in ema_pairs]
-    optimizer, schedule = make_optimizer(params, cfg)
+    optimizer, schedule = make_optimizer(dit, phi, cfg)
     videos = torch.rand(2 * cfg.batch, cfg.history, 3, cfg.height, cfg.width, device=device) * 2 - 1
     micro = cfg.batch // cfg.accum
     objective = Objective(pfp_loss, dit, phi, cfg)

@@ -69,6 +69,8 @@ class Config:
     steps: int = 2000          # optimizer steps
     batch: int = 8             # global batch: processes x --accum micro-batches
     lr: float = 2e-3           # AdamW peak learning rate (linear warmup, cosine decay to 10%)
+    dit_lr_scale: float = 1.0  # [ours] the DiT's learning rate as a share of --lr: below 1 adapts a
+                               # pretrained base lightly while phi learns at the full rate
     warmup: int = 100          # warmup steps of the learning rate
     weight_decay: float = 0.0  # AdamW weight decay
     grad_clip: float = 1.0     # gradient norm clipped to this
@@ -255,7 +257,7 @@ def result_fields(cfg: Config, skip=()) -> dict:
     their default, so those caches stay valid."""
     where = ("out", "threads", "device", "eval_every", "log_every", "ckpt_every", "max_bad_steps", "compile", *skip)
     added_later = {"context_cache": False, "accum": 1, "dtype": "fp32", "captions": False, "caption_dropout": 0.1,
-                   "split_return": 0.0}
+                   "split_return": 0.0, "dit_lr_scale": 1.0}
     return {k: v for k, v in asdict(cfg).items()
             if k not in where and not (k in added_later and v == added_later[k])}
 
@@ -278,7 +280,7 @@ def field_comments() -> dict:
 FLAG_GROUPS = {   # --help shows the method's knobs first, then our switches, then sizes and machinery
     "the method (the paper's knobs)": ["data", "history", "compressor", "rate", "omega", "targets", "captions",
                                        "caption_dropout", "cross_attn", "chunk", "window", "mask_noise_min",
-                                       "t_shift", "sample_steps", "steps", "batch", "lr"],
+                                       "t_shift", "sample_steps", "steps", "batch", "lr", "dit_lr_scale"],
     "[ours] switches": ["pos_bias", "abs_pos", "rope_base", "noise_as_mask", "context_cache", "split_full",
                         "split_return"],
     "sizes": ["height", "width", "frame_stride", "vae_space", "vae_time", "patch", "dim", "depth", "heads",

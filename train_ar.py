@@ -148,7 +148,7 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
         say(f"{cfg.compressor} {cfg.rate} + window {cfg.window}: {n_context} context tokens for a {cfg.latent_frames}-frame "
             f"history of {math.prod(cfg.token_grid)} tokens; chunk {cfg.chunk} latent frames")
         objective = training_objective(ar_loss, dit, phi, cfg, world)
-        optimizer, schedule = make_optimizer(params, cfg)
+        optimizer, schedule = make_optimizer(dit, phi, cfg)
         ema_pairs = list(zip(list(ema_dit.parameters()) + list(ema_phi.parameters()), params))
         splits = split_points(cfg)
 

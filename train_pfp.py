@@ -178,7 +178,7 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
             + (", compiled" if cfg.compile else ""))
         objective = training_objective(pfp_loss, dit, phi, cfg, world)
 
-        optimizer, schedule = make_optimizer(params, cfg)
+        optimizer, schedule = make_optimizer(dit, phi, cfg)
         ema_pairs = list(zip(list(ema_dit.parameters()) + list(ema_phi.parameters()), params))
 
         saved = []                                               # the line naming the last checkpoint

@@ -65,9 +65,11 @@ def load_videos(cfg: Config, frames: int = 0, progress: bool = True, only=None):
     return train, clips[names[-1]][:cfg.val_videos], f"{len(names) - 1} videos train, {names[-1]} validates"
 
 
-def make_optimizer(params, cfg: Config):
-    """AdamW with a linear warmup and a cosine decay to 10% -> (optimizer, scheduler)."""
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+def make_optimizer(dit, phi, cfg: Config):
+    """AdamW over the DiT (at --dit_lr_scale times --lr) and phi, with a linear warmup and a cosine
+    decay to 10% -> (optimizer, scheduler)."""
+    groups = [{"params": list(dit.parameters()), "lr": cfg.lr * cfg.dit_lr_scale}, {"params": list(phi.parameters())}]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     def lr_factor(step):
         if step < cfg.warmup:
             return (step + 1) / cfg.warmup

@@ -209,3 +209,23 @@ def test_noise_as_mask_retrieval_masks_the_other_frames_as_training_does(monkeyp
 def test_bad_configs_say_what_is_wrong(bad, message):
     with pytest.raises(ConfigError, match=message):
         check(Config(**bad))
+
+
+def test_dit_lr_scale_adapts_the_dit_at_a_share_of_the_rate():
+    """--dit_lr_scale: the DiT's group runs at that share of phi's rate through the whole schedule;
+    at 0 one step moves phi and leaves the DiT as it was."""
+    from training import make_optimizer
+    cfg = Config(depth=1, dit_lr_scale=0.0, warmup=2, steps=4)
+    dit, phi = DiT(cfg), Compressor(cfg)
+    torch.nn.init.normal_(dit.unpatchify.weight, std=0.1)
+    optimizer, schedule = make_optimizer(dit, phi, cfg)
+    before = [p.detach().clone() for p in dit.parameters()], [p.detach().clone() for p in phi.parameters()]
+    pfp_loss(dit, phi, video(2, cfg), cfg)[0].backward()
+    optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(before[0], dit.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(before[1], phi.parameters()))
+    optimizer, schedule = make_optimizer(dit, phi, replace(cfg, dit_lr_scale=0.25))
+    for _ in range(4):
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.25 * optimizer.param_groups[1]["lr"])
+        optimizer.step()
+        schedule.step()
