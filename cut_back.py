@@ -237,14 +237,16 @@ def report(rows: list, gaps: list, n: int, results: str, command: str) -> dict:
 def pictures_of(table: dict, pictures: dict, gaps: list, cfg: Config, results: str):
     """cut_back.png: for four stories (columns) A as last seen, B just before the cut, the truth
     after it, another look of A, then each row's first generated frame. cut_back.gif: the stories
-    playing; the truth on top, then each row, its history shown until the cut back."""
+    playing, the truth on top, then pfp 2x2x2 and window only (every row if either is missing),
+    each showing the true history until the cut back and its own chunk after it."""
     gap = 6 if 6 in gaps else gaps[0]
     s, vt = cfg.latent_frames * cfg.vae_time, cfg.vae_time
     data = cut_back_set(cfg, gap, 4)
     video = data["video"]                                                       # (4, T + c*vt, 3, H, W)
     still = [video[:, s - gap], video[:, s - 1], video[:, s], data["other"][:, s]]
     save_rows_png(still + [pictures[label][gap][:, 0] for label in table], os.path.join(results, "cut_back.png"))
-    moving = [[video[:, t]] + [video[:, t] if t < s else pictures[label][gap][:, t - s] for label in table]
+    shown = ["pfp 2x2x2", "window only"] if {"pfp 2x2x2", "window only"} <= set(table) else list(table)
+    moving = [[video[:, t]] + [video[:, t] if t < s else pictures[label][gap][:, t - s] for label in shown]
               for t in range(video.shape[1])]
     save_rows_gif(moving + moving[-1:] * 6, os.path.join(results, "cut_back.gif"), ms=250)
 
