@@ -28,30 +28,26 @@ Writes runs/<name>/: config.json, metrics.jsonl, ckpt.pt (stage 2), next_chunk.p
 """
 import argparse
 import copy
-import json
 import math
 import os
 import time
 from dataclasses import asdict
 
 import torch
-import torch.distributed as dist
-from tqdm import tqdm
 
-from config import Config, ConfigError, Interrupted, add_config_flags, config_from_args, run_main
+from config import Config, ConfigError, add_config_flags, config_from_args, run_main
 from compressor import Compressor
 from dit import DiT, drop_captions
 from flow import add_noise, velocity_target, sample_t
 from latent import encode
 from metrics import psnr, ssim
 from storyboard import cut_back_frames, latent_captions
-from checkpoint import RunFolder, load_dit, read_checkpoint, write_atomically
+from checkpoint import RunFolder, load_dit, read_checkpoint
 from footprint import check_training_fits
 from plot import save_rows_png
 from sample import ar_context, chunk_positions, next_chunk
-from training import (accumulate_gradients, checkpoint_state, count_bad_steps, interruptible, log_row, make_optimizer,
-                      micro_batch_size, optimizer_step, process_videos, random_batch, resume, start_run,
-                      training_objective)
+from training import (Logbook, accumulate_gradients, interruptible, make_optimizer, micro_batch_size, optimizer_step,
+                      process_videos, random_batch, start_run, training_objective)
 
 
 def split_points(cfg: Config) -> list:
@@ -169,62 +165,26 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
             caption = None if caption is None else drop_captions(caption, cfg.caption_dropout)
             return random_batch(train_videos, pools[i], micro, cfg, rows), s, caption
 
-        saved = []                                               # the line naming the last checkpoint
-
-        def save_checkpoint(step):
-            state = checkpoint_state(cfg, step, dit, phi, ema_dit, ema_phi, stage=2, init=init,
-                                     optimizer=optimizer.state_dict(), schedule=schedule.state_dict())
-            write_atomically(os.path.join(out, "ckpt.pt"), lambda tmp: torch.save(state, tmp))
-            saved[:] = [f"{out}/ckpt.pt holds the last good weights (step {step})"]
-
-        # --- training (as train_pfp.train: resume, NaN guard, checkpoints, Ctrl-C) ----------------
-        log_path = os.path.join(out, "metrics.jsonl")
         models = {"dit": dit, "compressor": phi, "dit_ema": ema_dit, "compressor_ema": ema_phi}
-        first = resume(out, cfg, 2, models, optimizer, schedule, log_path) if resuming else 0
-        if resuming:
-            say(f"resumed at step {first} from {out}/ckpt.pt")
-            saved[:] = [f"{out}/ckpt.pt holds the last good weights (step {first})"]
+        book = Logbook(out, cfg, 2, models, optimizer, schedule, main_process, say, tokens_per_step,
+                       validate=lambda: evaluate_next_chunk(ema_dit, ema_phi, val, cfg, captions=captions and captions["val"]),
+                       describe=lambda r: f"next-chunk PSNR {r['chunk_psnr']:.2f} dB, SSIM {r['chunk_ssim']:.3f}", init=init)
+
+        # --- training (as train_pfp.train) --------------------------------------------------------
+        first = book.resume() if resuming else 0
         folder.start(asdict(cfg))                     # only now, all checked, is anything written to out
-        log = open(log_path, "a" if resuming else "w") if main_process else None
-        start = tick = time.time()
-        bar = tqdm(range(first, cfg.steps), desc=f"stage 2 {name}", dynamic_ncols=True, position=position, leave=not quiet,
-                   disable=not main_process, initial=first, total=cfg.steps)
-        bad = 0
         with interruptible() as stop:
-            for step in bar:
+            for step in book.start(first, f"stage 2 {name}", position, quiet):
+                # one step: L_ar on --accum micro-batches (forward, backward), then clip, AdamW, schedule, EMA
                 loss, per_sample, t = accumulate_gradients(objective, draw, step, rank, cfg)
                 grad_norm, kept = optimizer_step(loss, params, optimizer, schedule, ema_pairs, step, cfg)
-                bad = count_bad_steps(bad, kept, loss, grad_norm, step, cfg, saved and saved[0],
-                                      bar.write if main_process else say)
-                if main_process and (step + 1) % cfg.log_every == 0:
-                    ms = (time.time() - tick) * 1000 / cfg.log_every
-                    tick = time.time()
-                    row = log_row(step, loss, grad_norm, schedule, ms, tokens_per_step, per_sample, t)
-                    log.write(json.dumps(row) + "\n")
-                    log.flush()
-                    bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
-                if main_process and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
-                    eval_start = time.time()
-                    result = evaluate_next_chunk(ema_dit, ema_phi, val, cfg, captions=captions and captions["val"])
-                    log.write(json.dumps({"step": step + 1, "val": result}) + "\n")
-                    log.flush()
-                    if not quiet:
-                        bar.write(f"step {step + 1}: next-chunk PSNR {result['chunk_psnr']:.2f} dB, SSIM {result['chunk_ssim']:.3f}")
-                    tick += time.time() - eval_start           # evaluation time is not training speed
-                if main_process and (stop or (step + 1) % cfg.ckpt_every == 0):
-                    save_checkpoint(step + 1)
-                if stop:
-                    raise Interrupted(f"interrupted at step {step + 1} of {cfg.steps}: {out}/ckpt.pt is saved; "
-                                      f"continue with the same command plus --resume")
-        bar.close()
-        train_seconds = time.time() - start
-        if world > 1:
-            dist.destroy_process_group()
+                book.after_step(step, loss, grad_norm, kept, per_sample, t, stop)
+        train_seconds = book.finish(world)
         if not main_process:
             return {}
 
         # --- final evaluation and a picture: the last frames, the true chunk, the predicted chunk ---
-        save_checkpoint(cfg.steps)
+        book.save(cfg.steps)
         final = evaluate_next_chunk(ema_dit, ema_phi, val, cfg, captions=captions and captions["val"])
         s, vt, c = cfg.latent_frames, cfg.vae_time, cfg.chunk
         got = next_chunk(ema_dit, ema_phi, val[:4], s, cfg, torch.Generator().manual_seed(0),
@@ -234,10 +194,8 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
         summary = {"name": name, "stage": 2, "init": init, "init_origin": origin, "compressor": cfg.compressor,
                    "rate": cfg.rate, "window": cfg.window, "chunk": cfg.chunk, "data": cfg.data, "data_split": source,
                    "steps": cfg.steps, "context_tokens": n_context, **final, "train_seconds": train_seconds,
-                   "wall_seconds": time.time() - start, "config": asdict(cfg)}
-        log.write(json.dumps({"step": cfg.steps, "val": final}) + "\n")
-        log.close()
-        write_atomically(os.path.join(out, "summary.json"), lambda tmp: open(tmp, "w").write(json.dumps(summary, indent=1)))
+                   "wall_seconds": time.time() - book.started, "config": asdict(cfg)}
+        book.close(final, summary)
         say(f"done in {summary['wall_seconds'] / 60:.1f} min: next-chunk PSNR {final['chunk_psnr']:.2f} dB, "
             f"SSIM {final['chunk_ssim']:.3f}, {n_context} context tokens")
         say(f"wrote {out}/summary.json, {out}/next_chunk.png, {out}/ckpt.pt")

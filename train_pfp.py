@@ -18,30 +18,26 @@ Writes runs/<name>/: config.json, metrics.jsonl, ckpt.pt, retrieval.png, summary
 """
 import argparse
 import copy
-import json
 import math
 import os
 import time
 from dataclasses import asdict
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from config import Config, Interrupted, add_config_flags, config_from_args, run_main
+from config import Config, add_config_flags, config_from_args, run_main
 from compressor import Compressor, memory_positions
 from dit import DiT
 from flow import add_noise, velocity_target, sample_t
 from latent import encode
 from metrics import psnr, ssim, load_stlpips
-from checkpoint import RunFolder, load_dit, write_atomically
+from checkpoint import RunFolder, load_dit
 from footprint import check_training_fits
 from plot import save_rows_png
 from sample import retrieve, true_frames
-from training import (accumulate_gradients, checkpoint_state, count_bad_steps, interruptible, log_row, make_optimizer,
-                      micro_batch_size, optimizer_step, process_videos, random_batch, resume, start_run,
-                      training_objective)
+from training import (Logbook, accumulate_gradients, interruptible, make_optimizer, micro_batch_size, optimizer_step,
+                      process_videos, random_batch, start_run, training_objective)
 
 
 def pick_omega(batch: int, cfg: Config, generator=None) -> torch.Tensor:
@@ -180,65 +176,28 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
 
         optimizer, schedule = make_optimizer(dit, phi, cfg)
         ema_pairs = list(zip(list(ema_dit.parameters()) + list(ema_phi.parameters()), params))
-
-        saved = []                                               # the line naming the last checkpoint
-
-        def save_checkpoint(step):
-            state = checkpoint_state(cfg, step, dit, phi, ema_dit, ema_phi, stage=1, optimizer=optimizer.state_dict(),
-                                     schedule=schedule.state_dict())
-            write_atomically(os.path.join(out, "ckpt.pt"), lambda tmp: torch.save(state, tmp))
-            saved[:] = [f"{out}/ckpt.pt holds the last good weights (step {step})"]
+        models = {"dit": dit, "compressor": phi, "dit_ema": ema_dit, "compressor_ema": ema_phi}
+        book = Logbook(out, cfg, 1, models, optimizer, schedule, main_process, say, tokens_per_step,
+                       validate=lambda: summarise(evaluate_retrieval(ema_dit, ema_phi, val[:8], cfg, groups_per_video=2), cfg),
+                       describe=lambda r: f"val PSNR {r['psnr']:.2f} dB (first/middle/last third {r['psnr_first']:.2f}/"
+                                          f"{r['psnr_middle']:.2f}/{r['psnr_last']:.2f}), SSIM {r['ssim']:.3f}")
+        draw = lambda i: (random_batch(train_videos, pools[i], micro, cfg),)   # micro-batch i: (b, T, 3, H, W)
 
         # --- training ---------------------------------------------------------------------------
-        log_path = os.path.join(out, "metrics.jsonl")
-        models = {"dit": dit, "compressor": phi, "dit_ema": ema_dit, "compressor_ema": ema_phi}
-        first = resume(out, cfg, 1, models, optimizer, schedule, log_path) if resuming else 0
-        if resuming:
-            say(f"resumed at step {first} from {out}/ckpt.pt")
-            saved[:] = [f"{out}/ckpt.pt holds the last good weights (step {first})"]
+        first = book.resume() if resuming else 0
         folder.start(asdict(cfg))                     # only now, all checked, is anything written to out
-        log = open(log_path, "a" if resuming else "w") if main_process else None
-        start = time.time()
-        bar = tqdm(range(first, cfg.steps), desc=f"stage 1 {name}", dynamic_ncols=True, position=position, leave=not quiet,
-                   disable=not main_process, initial=first, total=cfg.steps)
-        tick, bad = time.time(), 0
         with interruptible() as stop:
-            for step in bar:
-                loss, per_sample, t = accumulate_gradients(objective, lambda i: (random_batch(train_videos, pools[i], micro, cfg),),
-                                                           step, rank, cfg)
+            for step in book.start(first, f"stage 1 {name}", position, quiet):
+                # one step: L_pfp on --accum micro-batches (forward, backward), then clip, AdamW, schedule, EMA
+                loss, per_sample, t = accumulate_gradients(objective, draw, step, rank, cfg)
                 grad_norm, kept = optimizer_step(loss, params, optimizer, schedule, ema_pairs, step, cfg)
-                bad = count_bad_steps(bad, kept, loss, grad_norm, step, cfg, saved and saved[0],
-                                      bar.write if main_process else say)
-                if main_process and (step + 1) % cfg.log_every == 0:
-                    ms = (time.time() - tick) * 1000 / cfg.log_every
-                    tick = time.time()
-                    row = log_row(step, loss, grad_norm, schedule, ms, tokens_per_step, per_sample, t)
-                    log.write(json.dumps(row) + "\n")
-                    log.flush()
-                    bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
-                if main_process and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
-                    eval_start = time.time()
-                    result = summarise(evaluate_retrieval(ema_dit, ema_phi, val[:8], cfg, groups_per_video=2), cfg)
-                    log.write(json.dumps({"step": step + 1, "val": result}) + "\n")
-                    log.flush()
-                    if not quiet:
-                        bar.write(f"step {step + 1}: val PSNR {result['psnr']:.2f} dB (first/middle/last third "
-                                  f"{result['psnr_first']:.2f}/{result['psnr_middle']:.2f}/{result['psnr_last']:.2f}), SSIM {result['ssim']:.3f}")
-                    tick += time.time() - eval_start           # evaluation time is not training speed
-                if main_process and (stop or (step + 1) % cfg.ckpt_every == 0):
-                    save_checkpoint(step + 1)
-                if stop:
-                    raise Interrupted(f"interrupted at step {step + 1} of {cfg.steps}: {out}/ckpt.pt is saved; "
-                                      f"continue with the same command plus --resume")
-        bar.close()
-        train_seconds = time.time() - start
-        if world > 1:
-            dist.destroy_process_group()
+                book.after_step(step, loss, grad_norm, kept, per_sample, t, stop)
+        train_seconds = book.finish(world)
         if not main_process:
             return {}
 
         # --- final evaluation: every frame of every validation video, once ---------------------------
-        save_checkpoint(cfg.steps)
+        book.save(cfg.steps)
         scores = evaluate_retrieval(ema_dit, ema_phi, val, cfg, groups_per_video=cfg.latent_frames // cfg.targets,
                                     lpips=load_stlpips())
         final = summarise(scores, cfg)
@@ -247,10 +206,8 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
         summary = {"name": name, "compressor": cfg.compressor, "rate": cfg.rate, "omega": cfg.omega, "data": cfg.data,
                    "data_split": source, "steps": cfg.steps, "memory_tokens": n_memory,
                    "history_tokens": math.prod(cfg.token_grid), **final, **by_position(scores, cfg), "no_network": floor,
-                   "train_seconds": train_seconds, "wall_seconds": time.time() - start, "config": asdict(cfg)}
-        log.write(json.dumps({"step": cfg.steps, "val": final}) + "\n")
-        log.close()
-        write_atomically(os.path.join(out, "summary.json"), lambda tmp: open(tmp, "w").write(json.dumps(summary, indent=1)))
+                   "train_seconds": train_seconds, "wall_seconds": time.time() - book.started, "config": asdict(cfg)}
+        book.close(final, summary)
         say(f"done in {summary['wall_seconds'] / 60:.1f} min: val retrieval PSNR {final['psnr']:.2f} dB "
             f"(first/middle/last third {final['psnr_first']:.2f}/{final['psnr_middle']:.2f}/{final['psnr_last']:.2f}), "
             f"SSIM {final['ssim']:.3f}, {n_memory} memory tokens")

@@ -18,12 +18,14 @@ import math
 import os
 import signal
 import sys
+import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, replace
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from tqdm import tqdm
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 MAX_UPDATE = 1.0     # the NaN guard undoes an update that moves the weights by more than their own norm
@@ -283,9 +285,90 @@ def resume(out: str, cfg: Config, stage: int, models: dict, optimizer, schedule,
     return ckpt["step"]
 
 
+class Logbook:
+    """What both training loops do around their step: resume, metrics.jsonl, the progress bar,
+    validation every --eval_every, checkpoints every --ckpt_every and on Ctrl-C, the NaN guard's
+    count. On processes other than rank 0 it only counts and stops.
+
+    validate() -> a dict of figures for metrics.jsonl; describe(figures) -> the line shown for it."""
+
+    def __init__(self, out: str, cfg: Config, stage: int, models: dict, optimizer, schedule, main_process: bool,
+                 say, tokens_per_step: int, validate, describe, **checkpoint_extra):
+        self.out, self.cfg, self.stage, self.models = out, cfg, stage, models
+        self.optimizer, self.schedule, self.main, self.say = optimizer, schedule, main_process, say
+        self.tokens_per_step, self.validate, self.describe, self.extra = tokens_per_step, validate, describe, checkpoint_extra
+        self.log_path, self.log, self.saved, self.bad = os.path.join(out, "metrics.jsonl"), None, None, 0
+
+    def resume(self) -> int:
+        """Continue from <out>/ckpt.pt (--resume) -> the step to start at."""
+        first = resume(self.out, self.cfg, self.stage, self.models, self.optimizer, self.schedule, self.log_path)
+        self.say(f"resumed at step {first} from {self.out}/ckpt.pt")
+        self.saved = f"{self.out}/ckpt.pt holds the last good weights (step {first})"
+        return first
+
+    def start(self, first: int, desc: str, position: int, quiet: bool):
+        """Open metrics.jsonl and the bar -> the steps to run, first .. cfg.steps - 1."""
+        if self.main:
+            self.log = open(self.log_path, "a" if first else "w")
+        self.started = self.tick = time.time()
+        self.bar = tqdm(range(first, self.cfg.steps), desc=desc, dynamic_ncols=True, position=position, leave=not quiet,
+                        disable=not self.main, initial=first, total=self.cfg.steps)
+        return self.bar
+
+    def write(self, row: dict):
+        self.log.write(json.dumps(row) + "\n")
+        self.log.flush()
+
+    def save(self, step: int):
+        """The models, EMA, optimizer and schedule at `step` -> <out>/ckpt.pt, atomically."""
+        m = self.models
+        state = checkpoint_state(self.cfg, step, m["dit"], m["compressor"], m["dit_ema"], m["compressor_ema"],
+                                 stage=self.stage, **self.extra, optimizer=self.optimizer.state_dict(),
+                                 schedule=self.schedule.state_dict())
+        write_atomically(os.path.join(self.out, "ckpt.pt"), lambda tmp: torch.save(state, tmp))
+        self.saved = f"{self.out}/ckpt.pt holds the last good weights (step {step})"
+
+    def after_step(self, step: int, loss, grad_norm, kept: bool, per_sample, t, stop: list):
+        """Count a bad step; log, validate and checkpoint when due; on Ctrl-C save and raise Interrupted."""
+        cfg, done = self.cfg, step + 1
+        self.bad = count_bad_steps(self.bad, kept, loss, grad_norm, step, cfg, self.saved,
+                                   self.bar.write if self.main else self.say)
+        if self.main and done % cfg.log_every == 0:
+            ms = (time.time() - self.tick) * 1000 / cfg.log_every
+            self.tick = time.time()
+            row = log_row(step, loss, grad_norm, self.schedule, ms, self.tokens_per_step, per_sample, t)
+            self.write(row)
+            self.bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+        if self.main and done % cfg.eval_every == 0 and done < cfg.steps:
+            began = time.time()
+            figures = self.validate()
+            self.write({"step": done, "val": figures})
+            if self.say is print:                      # rank 0, not --quiet
+                self.bar.write(f"step {done}: {self.describe(figures)}")
+            self.tick += time.time() - began           # evaluation time is not training speed
+        if self.main and (stop or done % cfg.ckpt_every == 0):
+            self.save(done)
+        if stop:
+            raise Interrupted(f"interrupted at step {done} of {cfg.steps}: {self.out}/ckpt.pt is saved; "
+                              f"continue with the same command plus --resume")
+
+    def finish(self, world: int) -> float:
+        """After the last step: close the bar, leave the process group -> training seconds."""
+        self.bar.close()
+        if world > 1:
+            dist.destroy_process_group()
+        return time.time() - self.started
+
+    def close(self, final: dict, summary: dict):
+        """The final checkpoint is already saved: log the final figures, write summary.json."""
+        self.write({"step": self.cfg.steps, "val": final})
+        self.log.close()
+        write_atomically(os.path.join(self.out, "summary.json"), lambda tmp: open(tmp, "w").write(json.dumps(summary, indent=1)))
+
+
 def log_row(step, loss, grad_norm, schedule, ms, tokens_per_step, per_sample, t) -> dict:
     """One line of metrics.jsonl: step, loss, lr, grad norm, speed and the loss per t-bin."""
-    return {"step": step + 1, "loss": loss.item(), "lr": schedule.get_last_lr()[0], "grad_norm": grad_norm.item(),
+    return {"step": step + 1, "loss": loss.item(), "lr": schedule.get_last_lr()[-1], "grad_norm": grad_norm.item(),
             "ms_per_step": ms, "tokens_per_s": tokens_per_step / ms * 1000, **loss_per_t_bin(per_sample, t)}
 
 
