@@ -50,7 +50,7 @@ from checkpoint import load_checkpoint, write_atomically
 from sample import ar_context, chunk_positions, generate, next_chunk
 from train_ar import train_ar
 from train_pfp import train
-from training import load_videos
+from training import cached_summary, load_videos, run_dir, train_missing
 
 Variant = namedtuple("Variant", "label stage1 compressor rate init")   # stage1: which stage-1 run to start from
 RECALL_SEED_OFFSET = 2_000_000                                          # the benchmark: disjoint from train and validation
