@@ -310,7 +310,7 @@ def check_rates(answers: dict, fast: bool) -> tuple:
 
 
 # --- exercise 10: recall after a cut back, from the stored results ---------------------------------------
-CUT_BACK = os.path.join(ROOT, "results", "storyboard_recall.json")
+CUT_BACK = os.path.join(ROOT, "results", "storyboard", "cut_back.json")
 CUT_BACK_QUESTIONS = ["window only's memory use at gap 6, in dB", "the gap at which pfp's memory use is smallest"]
 
 
