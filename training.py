@@ -267,7 +267,11 @@ def resume(out: str, cfg: Config, stage: int, models: dict, optimizer, schedule,
                           + ", or start anew with --overwrite or another --out")
     for key, model in models.items():
         model.load_state_dict(ckpt[key])
-    optimizer.load_state_dict(ckpt["optimizer"])
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except ValueError as e:                           # e.g. one parameter group, from before --dit_lr_scale
+        raise ConfigError(f"--resume: {path} holds an optimizer of another layout ({e}); its weights can start a "
+                          f"new run with --init, or start anew with --overwrite") from None
     schedule.load_state_dict(ckpt["schedule"])
     if os.path.isfile(log_path):                  # a SIGKILL may have cut the last line short: drop it too
         rows, corrupt = [], 0

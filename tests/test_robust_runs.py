@@ -18,7 +18,7 @@ import sample
 import train_ar
 import train_pfp
 from checkpoint import write_atomically
-from config import SCALES, ConfigError, check, run_main
+from config import SCALES, Config, ConfigError, check, run_main
 from train_pfp import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -326,3 +326,20 @@ def test_resuming_a_finished_run_logs_its_final_evaluation_once(tmp_path, capsys
     longer = [("9" if previous == "--steps" else value) for previous, value in zip([""] + flags, flags)]
     code, err = cli(capsys, train_pfp, *longer, "--out", out, "--resume")
     assert code == 2 and "a finished run cannot be extended" in one_line(err) and "--overwrite" in one_line(err)
+
+
+def test_resuming_a_checkpoint_whose_optimizer_has_another_layout_is_one_line(tmp_path):
+    """A checkpoint from before the DiT got its own parameter group (--dit_lr_scale) cannot be
+    resumed exactly: one line saying what to do, not a traceback."""
+    from dit import DiT
+    from compressor import Compressor
+    from training import checkpoint_state, make_optimizer, resume
+    cfg = Config(depth=1)
+    dit, phi = DiT(cfg), Compressor(cfg)
+    one_group = torch.optim.AdamW([*dit.parameters(), *phi.parameters()])
+    optimizer, schedule = make_optimizer(dit, phi, cfg)
+    torch.save(checkpoint_state(cfg, 5, dit, phi, dit, phi, stage=1, optimizer=one_group.state_dict(),
+                                schedule=schedule.state_dict()), tmp_path / "ckpt.pt")
+    models = {"dit": dit, "compressor": phi, "dit_ema": dit, "compressor_ema": phi}
+    with pytest.raises(ConfigError, match="optimizer of another layout.*--init.*--overwrite"):
+        resume(str(tmp_path), cfg, 1, models, optimizer, schedule, str(tmp_path / "metrics.jsonl"))
