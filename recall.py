@@ -40,9 +40,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from config import Config, ConfigError, check, result_fields
+from config import Config, check, result_fields
 from data import recall_hidden_range, recall_video, synthetic_videos, VAL_SEED_OFFSET
-from metrics import psnr
 from plot import framed_bthwc_uint8, labelled_png, line_chart, save_bthwc_uint8_as_mp4_and_gif
 from flow import add_noise
 from latent import encode
