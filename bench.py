@@ -145,7 +145,7 @@ def training_speed(cfg: Config, steps: int) -> dict:
         phi.compile()
     median_seconds(step, device, 3)                      # warm up (and compile)
     seconds = median_seconds(step, device, steps)
-    n_memory = phi(videos[:1]).shape[1]
+    n_memory = phi(videos[:1], dit.latent).shape[1]
     tokens = cfg.batch * (n_memory + cfg.targets * math.prod(cfg.token_grid[1:]))
     params_m = sum(p.numel() for p in params) / 1e6
     return {"ms_per_step": 1000 * seconds, "tokens_per_s": tokens / seconds, "flops_per_step": flops,

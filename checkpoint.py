@@ -106,11 +106,23 @@ def load_checkpoint(path, device="cpu"):
     return cfg, dit.eval(), phi.eval(), ckpt.get("stage", 1)
 
 
+def latent_name(cfg: Config) -> str:
+    """How a run's latent is named in messages: "lossless", or "pca with K channels"."""
+    return f"pca with {cfg.pca_channels} channels" if cfg.latent == "pca" else "lossless"
+
+
 def load_dit(dit, path: str) -> dict:
     """Load a checkpoint's EMA DiT into `dit` (a base model, or stage 1 for stage 2) -> the checkpoint.
-    Parts the checkpoint may lack start as no-ops (cross-attention, the caption encoder) and are
-    trained from there; any other difference is one line naming the flags to match."""
+    Its latent comes with it (a --latent pca basis is part of the DiT), so every stage built on a
+    base shares the base's latent. Parts the checkpoint may lack start as no-ops (cross-attention,
+    the caption encoder) and are trained from there; any other difference is one line naming the
+    flags to match."""
     ckpt = read_checkpoint(path)
+    theirs, ours = Config(**ckpt["config"]), dit.cfg
+    if latent_name(theirs) != latent_name(ours):
+        raise ConfigError(f"--init {path}: its latent is {latent_name(theirs)}, this run's {latent_name(ours)}; a run "
+                          f"shares its base's latent: pass --latent {theirs.latent}"
+                          + (f" --pca_channels {theirs.pca_channels}" if theirs.latent == "pca" else ""))
     try:
         missing, unexpected = dit.load_state_dict(ckpt["dit_ema"], strict=False)
     except RuntimeError:                             # a tensor of another shape

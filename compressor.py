@@ -6,9 +6,13 @@ in the DiT's width, after its first projection, bypassing the VAE's channel bott
 
     LR branch:  downsample H by (t, h, w) in pixels -> VAE encode -> the DiT's own patchifier
                 (a copy initialised from it), so its tokens already "speak the DiT's language"
-    HR branch:  3D convolutions + SiLU over the full-resolution latent video, one strided
+    HR branch:  3D convolutions + SiLU over the full-resolution video, one strided
                 convolution onto the compressed grid, attention across all memory tokens:
                 residual vectors that carry the detail the LR branch lost
+
+The LR branch and the large patchifier read the DiT's latent (`phi(video, dit.latent)`); the HR
+branch reads the lossless pixel cells (latent.encode), so with a lossy --latent pca it sees what
+the VAE's bottleneck dropped. With the default lossless latent the two inputs are the same.
 
 --compressor picks the paper's rows (Table 1):
     pfp               LR + HR (the proposed method)
@@ -20,7 +24,8 @@ in the DiT's width, after its first projection, bypassing the VAE's channel bott
 
     python compressor.py --scale paper    # token counts (187,200 raw -> ~5.9k at 4x4x2), parameters (activation memory: footprint.py)
 
-Letters: B batch, T frames, C latent channels, D width, M memory tokens, (f, r, c) memory grid.
+Letters: B batch, T frames, C latent channels, P lossless cell channels, D width, M memory tokens,
+(f, r, c) memory grid.
 """
 import argparse
 import math
@@ -30,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from config import Config, add_config_flags, config_from_args, ConfigError, fail
-from latent import encode
+from latent import Latent, encode
 
 
 def memory_grid(cfg: Config) -> tuple:
@@ -53,13 +58,13 @@ def memory_positions(cfg: Config) -> torch.Tensor:
 
 
 class HRBranch(nn.Module):
-    """Full-resolution latent (B, C, T, h, w) -> residual memory tokens (B, M, D)."""
+    """Full-resolution lossless cells (B, P, T', h, w) -> residual memory tokens (B, M, D)."""
 
     def __init__(self, cfg: Config):
         super().__init__()
         rh, rw, rt = cfg.rate_hwt
         ch, p = cfg.hr_channels, cfg.patch
-        self.stem = nn.Conv3d(cfg.latent_channels, ch, 3, padding=1)
+        self.stem = nn.Conv3d(cfg.block_channels, ch, 3, padding=1)   # the pixels, past the latent's bottleneck
         # A residual block, so the full-resolution detail reaches the grid both directly and
         # through the nonlinearity; a plain stack had to learn even the linear route. [ours]
         self.res = nn.Sequential(nn.SiLU(), nn.Conv3d(ch, ch, 3, padding=1),
@@ -73,8 +78,8 @@ class HRBranch(nn.Module):
         # gradient until this one grows; at 4x4x2 it cost 1.9 dB at step 1500 in our runs. [ours]
         self.out = nn.Linear(cfg.dim, cfg.dim)
 
-    def forward(self, latent):
-        x = self.stem(latent)                          # (B, ch, T', h, w)
+    def forward(self, cells):
+        x = self.stem(cells)                           # (B, ch, T', h, w)
         x = self.to_grid(x + self.res(x))              # (B, D, f, r, c)
         x = x.flatten(2).transpose(1, 2)               # (B, M, D)
         for layer in self.attn:                        # every memory token sees the whole history
@@ -109,22 +114,27 @@ class Compressor(nn.Module):
             self.large_patchify.weight.copy_(big / (rt * rh * rw))          # (D, C, rt, rh*p, rw*p)
             self.large_patchify.bias.copy_(bias)
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """video (B, T, 3, H, W) pixels in [-1, 1] -> memory (B, M, D)."""
+    def forward(self, video: torch.Tensor, latent: Latent = None) -> torch.Tensor:
+        """video (B, T, 3, H, W) pixels in [-1, 1] -> memory (B, M, D). latent: the DiT's latent
+        space (dit.latent), which LR and the large patchifier read; None: the lossless one."""
         cfg, B = self.cfg, video.shape[0]
+        assert latent is not None or cfg.latent == "lossless", "a --latent pca compressor reads phi(video, dit.latent)"
+        if latent is None:
+            latent = Latent(cfg)                       # lossless: no basis to share
         if cfg.compressor == "none":
             return video.new_zeros(B, 0, cfg.dim)
         rh, rw, rt = cfg.rate_hwt
         memory = 0
         if self.lr_patchify is not None:
             small = F.avg_pool3d(video.transpose(1, 2), (rt, rh, rw)).transpose(1, 2)   # (B, T/rt, 3, H/rh, W/rw)
-            z = encode(small, cfg.vae_space, cfg.vae_time)                  # (B, T'/rt, C, h/rh, w/rw)
+            z = latent.encode(small)                                        # (B, T'/rt, C, h/rh, w/rw)
             memory = self.lr_patchify(z.transpose(1, 2)).flatten(2).transpose(1, 2)   # (B, M, D)
-        latent = encode(video, cfg.vae_space, cfg.vae_time).transpose(1, 2)   # (B, C, T', h, w)
         if self.hr is not None:
-            memory = memory + self.hr(latent)                              # (B, M, D)
+            cells = encode(video, cfg.vae_space, cfg.vae_time).transpose(1, 2)   # (B, P, T', h, w) lossless
+            memory = memory + self.hr(cells)                               # (B, M, D)
         if self.large_patchify is not None:
-            memory = self.large_patchify(latent).flatten(2).transpose(1, 2)   # (B, M, D)
+            z = latent.encode(video).transpose(1, 2)                        # (B, C, T', h, w)
+            memory = self.large_patchify(z).flatten(2).transpose(1, 2)     # (B, M, D)
         return memory
 
 
@@ -161,4 +171,4 @@ if __name__ == "__main__":
         for variant in ["pfp", "only_lr", "without_lr", "large_patchifier", "none"]:
             phi = Compressor(Config(**{**cfg.__dict__, "compressor": variant}))
             n_params = sum(p.numel() for p in phi.parameters())
-            print(f"  {variant:>16}: memory {tuple(phi(video).shape)}, {n_params / 1e3:.0f}k parameters")
+            print(f"  {variant:>16}: memory {tuple(phi(video, Latent(cfg)).shape)}, {n_params / 1e3:.0f}k parameters")

@@ -25,9 +25,14 @@ class Config:
     width: int = 32            # frame width in pixels
     history: int = 16          # frames in the history H that phi compresses
     frame_stride: int = 2      # real videos: keep every n-th decoded frame
-    # --- the latent stand-in (latent.py): space-to-depth, a lossless "VAE" ------------------
+    # --- the latent stand-in (latent.py): space-to-depth, lossless or a PCA bottleneck -------
     vae_space: int = 2         # pixels per latent cell along height and width (paper's VAE: 8)
     vae_time: int = 1          # frames per latent frame (paper's VAE: 4)
+    latent: str = "lossless"   # [ours] lossless: each vae_time x vae_space^2 pixel block is one exact latent cell |
+                               # pca: a --pca_channels PCA of those blocks, a lossy channel bottleneck like the paper's
+                               # VAE, fitted on training clips; the DiT and the LR branch read it, the HR branch the pixels
+    pca_channels: int = 4      # [ours] K, channels per cell of the --latent pca latent, of the 3*vae_time*vae_space^2
+                               # values of a pixel block (the paper's VAE: 16 channels for 768 values)
     # --- the video DiT G (dit.py) -----------------------------------------------------------
     patch: int = 2             # DiT patchifier 1 x patch x patch over latent cells (paper: 1x2x2)
     dim: int = 128             # hidden width D; memory tokens live in it too (paper: 3072)
@@ -94,8 +99,14 @@ class Config:
 
     # derived sizes, written once here so every file agrees
     @property
-    def latent_channels(self) -> int:
+    def block_channels(self) -> int:
+        """Channels of a lossless latent cell: the 3 x vt x vs x vs pixels of one block (the HR branch's input)."""
         return 3 * self.vae_space ** 2 * self.vae_time
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the DiT's latent: the whole block, or its K leading PCA components (--latent pca)."""
+        return self.pca_channels if self.latent == "pca" else self.block_channels
 
     @property
     def latent_frames(self) -> int:
@@ -126,7 +137,7 @@ SCALES = {
                     lr=1e-4, rope_base=10000.0),
 }
 COMPRESSORS = ["pfp", "only_lr", "without_lr", "large_patchifier", "none"]
-CHOICES = {"compressor": COMPRESSORS, "omega": ["random", "last"], "dtype": ["fp32", "bf16"]}
+CHOICES = {"compressor": COMPRESSORS, "omega": ["random", "last"], "dtype": ["fp32", "bf16"], "latent": ["lossless", "pca"]}
 
 
 MIN_SIDE = 11    # metrics.SSIM_WINDOW: SSIM needs frames at least this wide and high
@@ -199,7 +210,7 @@ def check(cfg: Config, rate_must_divide: bool = True) -> Config:
 
     rate_must_divide=False lets token counting pad the grid as the paper does (30 rows at 4x4 -> 8).
     """
-    for name in ("height", "width", "history", "frame_stride", "vae_space", "vae_time", "patch", "dim", "depth", "heads",
+    for name in ("height", "width", "history", "frame_stride", "vae_space", "vae_time", "pca_channels", "patch", "dim", "depth", "heads",
                  "mlp_ratio", "hr_channels", "steps", "batch", "accum", "sample_steps", "chunk", "train_videos",
                  "val_videos", "eval_every", "log_every", "ckpt_every", "max_bad_steps"):
         if getattr(cfg, name) < 1:
@@ -244,6 +255,9 @@ def check(cfg: Config, rate_must_divide: bool = True) -> Config:
     if rate_must_divide and (f % rt or r % rh or c % rw):
         raise ConfigError(f"--rate {cfg.rate} does not divide the token grid {r}x{c}x{f} (h x w x t): "
                           f"pick factors of it or change --height/--width/--history")
+    if cfg.latent == "pca" and cfg.pca_channels > cfg.block_channels:
+        raise ConfigError(f"--pca_channels {cfg.pca_channels}: a PCA keeps at most the {cfg.block_channels} channels of a "
+                          f"{cfg.vae_time}x{cfg.vae_space}x{cfg.vae_space} pixel block; pick 1 to {cfg.block_channels}")
     if cfg.dim % cfg.heads or (cfg.dim // cfg.heads) % 2:
         raise ConfigError(f"--dim {cfg.dim} must be divisible by --heads {cfg.heads} into an even head dim")
     if not 1 <= cfg.targets <= cfg.latent_frames:
@@ -257,7 +271,7 @@ def result_fields(cfg: Config, skip=()) -> dict:
     their default, so those caches stay valid."""
     where = ("out", "threads", "device", "eval_every", "log_every", "ckpt_every", "max_bad_steps", "compile", *skip)
     added_later = {"context_cache": False, "accum": 1, "dtype": "fp32", "captions": False, "caption_dropout": 0.1,
-                   "split_return": 0.0, "dit_lr_scale": 1.0}
+                   "split_return": 0.0, "dit_lr_scale": 1.0, "latent": "lossless", "pca_channels": 4}
     return {k: v for k, v in asdict(cfg).items()
             if k not in where and not (k in added_later and v == added_later[k])}
 
@@ -282,7 +296,7 @@ FLAG_GROUPS = {   # --help shows the method's knobs first, then our switches, th
                                        "caption_dropout", "cross_attn", "chunk", "window", "mask_noise_min",
                                        "t_shift", "sample_steps", "steps", "batch", "lr", "dit_lr_scale"],
     "[ours] switches": ["pos_bias", "abs_pos", "rope_base", "noise_as_mask", "context_cache", "split_full",
-                        "split_return"],
+                        "split_return", "latent", "pca_channels"],
     "sizes": ["height", "width", "frame_stride", "vae_space", "vae_time", "patch", "dim", "depth", "heads",
               "mlp_ratio", "hr_channels", "hr_blocks"],
     "machinery": ["t_mean", "t_std", "warmup", "weight_decay", "grad_clip", "ema", "seed", "accum", "dtype",
@@ -329,5 +343,5 @@ if __name__ == "__main__":
         fail(str(e))
     for k, v in asdict(cfg).items():
         print(f"{k:>16} = {v}")
-    print(f"{'latent':>16} = {cfg.latent_frames} x {cfg.latent_channels} x {cfg.height // cfg.vae_space} x {cfg.width // cfg.vae_space}")
+    print(f"{'latent shape':>16} = {cfg.latent_frames} x {cfg.latent_channels} x {cfg.height // cfg.vae_space} x {cfg.width // cfg.vae_space}")
     print(f"{'token grid':>16} = {cfg.token_grid} (frames, rows, cols)")

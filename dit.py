@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from config import CAPTION_LENGTH, CAPTION_VOCAB, Config, add_config_flags, config_from_args, ConfigError, fail
+from latent import Latent
 
 
 # --- 3D rotary positions ------------------------------------------------------------------
@@ -172,6 +173,7 @@ class DiT(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
+        self.latent = Latent(cfg)      # the space G works in; a pca basis is saved with G's weights (latent.py)
         C, p, D = cfg.latent_channels, cfg.patch, cfg.dim
         self.patchify = nn.Conv3d(C, D, kernel_size=(1, p, p), stride=(1, p, p))  # the "first projection"
         # [ours, flag] RoPE only tells attention *relative* places; values carry none. A token

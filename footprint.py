@@ -68,7 +68,7 @@ def activation_bytes(cfg: Config, batch: int = 1) -> dict:
         with torch.device("meta"), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             dit, phi = DiT(cfg), Compressor(cfg)
             history = torch.randn(batch, cfg.history, 3, padded.height, padded.width)
-            memory = phi(history)                                                  # (B, M, D)
+            memory = phi(history, dit.latent)                                      # (B, M, D)
             phi_bytes = sum(saved.values())
             h, w = cfg.height // cfg.vae_space, cfg.width // cfg.vae_space
             x = torch.randn(batch, cfg.targets, cfg.latent_channels, h, w)

@@ -44,7 +44,6 @@ from config import Config, check, result_fields
 from data import recall_hidden_range, recall_video, synthetic_videos, VAL_SEED_OFFSET
 from plot import framed_bthwc_uint8, labelled_png, line_chart, save_bthwc_uint8_as_mp4_and_gif
 from flow import add_noise
-from latent import encode
 from checkpoint import load_checkpoint, write_atomically
 from sample import ar_context, chunk_positions, generate, next_chunk
 from train_ar import train_ar
@@ -166,7 +165,7 @@ def memory_use(dit, phi, cfg: Config, video, mask, other, batch: int = 16) -> fl
     s, vt, c = cfg.latent_frames, cfg.vae_time, cfg.chunk
     old_frames = (s - min(cfg.window, s)) * vt
     other = torch.cat([other[:, :old_frames], video[:, old_frames:]], dim=1)   # only the memory differs
-    x0 = encode(video[:, s * vt:], cfg.vae_space, vt)                        # (B, c, C, h, w) the true chunk
+    x0 = dit.latent.encode(video[:, s * vt:])                                # (B, c, C, h, w) the true chunk
     cells = F.max_pool2d(mask[:, s * vt:].float(), cfg.vae_space)             # (B, c*vt, h, w) object latent cells
     cells = cells.reshape(len(video), c, vt, *cells.shape[-2:]).amax(dim=2)[:, :, None]   # (B, c, 1, h, w)
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))

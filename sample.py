@@ -32,7 +32,6 @@ from compressor import memory_positions
 from data import VAL_SEED_OFFSET, synthetic_video, video_file_clips
 from flow import add_noise, euler_sample
 from footprint import check_fits, video_bytes
-from latent import encode, decode
 from metrics import psnr, ssim
 from plot import framed_bthwc_uint8, save_bthwc_uint8_as_mp4_and_gif, save_rows_gif, save_rows_png
 from storyboard import format_story, latent_captions, parse_story, storyboard_video
@@ -56,8 +55,8 @@ def retrieve(dit, phi, video, omega, cfg: Config, generator=None, trajectory=Non
     their true latents noised to fixed levels drawn from U[mask_noise_min, 1]."""
     B, k = omega.shape
     omega = omega.to(video.device)
-    latent = encode(video, cfg.vae_space, cfg.vae_time)                     # (B, T', C, h, w)
-    G = with_memory(dit, phi(video), memory_positions(cfg), cfg)
+    latent = dit.latent.encode(video)                                        # (B, T', C, h, w)
+    G = with_memory(dit, phi(video, dit.latent), memory_positions(cfg), cfg)
     shape = (B, latent.shape[1] if cfg.noise_as_mask else k, *latent.shape[2:])
     noise = torch.randn(shape, generator=generator).to(video.device)
     rows = torch.arange(B, device=video.device)[:, None]
@@ -76,7 +75,7 @@ def retrieve(dit, phi, video, omega, cfg: Config, generator=None, trajectory=Non
     else:
         velocity = lambda x, t: G(x, t[:, None].expand(B, k), omega)
         x0 = euler_sample(velocity, noise, cfg.sample_steps, cfg.t_shift, trajectory)   # (B, k, C, h, w)
-    return decode(x0, cfg.vae_space, cfg.vae_time).clamp(-1, 1)
+    return dit.latent.decode(x0).clamp(-1, 1)
 
 
 def true_frames(video, omega, cfg: Config):
@@ -98,12 +97,12 @@ def ar_context(dit, phi, video, s: int, cfg: Config) -> tuple:
     B, vt = video.shape[0], cfg.vae_time
     history = video[:, :s * vt]                                              # (B, s*vt, 3, H, W)
     shift = torch.tensor([cfg.latent_frames - s, 0.0, 0.0], device=video.device)
-    memory = phi(history)                                                    # (B, M, D)
+    memory = phi(history, dit.latent)                                        # (B, M, D)
     memory_pos = memory_positions(replace(cfg, history=s * vt)).to(video.device) + shift   # (M, 3)
     w = min(cfg.window, s)
     if w == 0:
         return memory, memory_pos.expand(B, -1, -1)
-    recent = encode(history[:, (s - w) * vt:], cfg.vae_space, vt)            # (B, w, C, h, w)
+    recent = dit.latent.encode(history[:, (s - w) * vt:])                    # (B, w, C, h, w)
     window_pos = (cfg.latent_frames - w + torch.arange(w, device=video.device)).expand(B, w)
     window, window_pos = dit.clean_tokens(recent, window_pos)                # (B, w*n, D), (B, w*n, 3)
     return torch.cat([memory, window], 1), torch.cat([memory_pos.expand(B, -1, -1), window_pos], 1)
@@ -131,7 +130,7 @@ def next_chunk(dit, phi, video, s: int, cfg: Config, generator=None, on_step=Non
     shape = (B, c, cfg.latent_channels, cfg.height // cfg.vae_space, cfg.width // cfg.vae_space)
     noise = torch.randn(shape, generator=generator).to(video.device)
     x0 = euler_sample(velocity, noise, cfg.sample_steps, cfg.t_shift)       # (B, c, C, h, w)
-    return decode(x0, cfg.vae_space, cfg.vae_time).clamp(-1, 1), context.shape[1]
+    return dit.latent.decode(x0).clamp(-1, 1), context.shape[1]
 
 
 @torch.no_grad()
@@ -240,11 +239,11 @@ def main():
     got = retrieve(dit, phi, video, omega, cfg, generator, trajectory)[0]
     truth = true_frames(video, omega, cfg)[0]
     save_rows_png([truth, got], os.path.join(out, "retrieve.png"))
-    steps = [decode(x, cfg.vae_space, cfg.vae_time)[0].clamp(-1, 1) for x in trajectory]
+    steps = [dit.latent.decode(x)[0].clamp(-1, 1) for x in trajectory]
     if cfg.noise_as_mask:
         steps = [s.reshape(T, cfg.vae_time, *s.shape[1:])[omega[0]].flatten(0, 1) for s in steps]
     save_rows_gif([[truth, s] for s in steps] + [[truth, got]] * 8, os.path.join(out, "retrieve.gif"))
-    print(f"{cfg.compressor} at {cfg.rate}: {phi(video).shape[1]} memory tokens for {cfg.history} frames")
+    print(f"{cfg.compressor} at {cfg.rate}: {phi(video, dit.latent).shape[1]} memory tokens for {cfg.history} frames")
     for f, p, s in zip(frames, psnr(got, truth).tolist(), ssim(got, truth).tolist()):
         print(f"  frame {f:>3}: PSNR {p:5.2f} dB  SSIM {s:.3f}")
     print(f"  mean     : PSNR {psnr(got, truth).mean():5.2f} dB  SSIM {ssim(got, truth).mean():.3f}")

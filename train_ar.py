@@ -39,15 +39,14 @@ from config import Config, ConfigError, add_config_flags, config_from_args, run_
 from compressor import Compressor
 from dit import DiT, drop_captions
 from flow import add_noise, velocity_target, sample_t
-from latent import encode
 from metrics import psnr, ssim
 from storyboard import cut_back_frames, latent_captions
 from checkpoint import RunFolder, load_dit, read_checkpoint
 from footprint import check_training_fits
 from plot import save_rows_png
 from sample import ar_context, chunk_positions, next_chunk
-from training import (Logbook, accumulate_gradients, interruptible, make_optimizer, micro_batch_size, optimizer_step,
-                      process_videos, random_batch, start_run, training_objective)
+from training import (Logbook, accumulate_gradients, fit_latent, interruptible, latent_ceiling, latent_line, make_optimizer,
+                      micro_batch_size, optimizer_step, process_videos, random_batch, start_run, training_objective)
 
 
 def split_points(cfg: Config) -> list:
@@ -62,7 +61,7 @@ def ar_loss(dit, phi, video, s: int, caption, cfg: Config):
     caption: the chunk's captions c (B, c, L), or None (a world without captions)."""
     B, c, vt = video.shape[0], cfg.chunk, cfg.vae_time
     context, context_pos = ar_context(dit, phi, video, s, cfg)               # (B, N_ctx, D), (B, N_ctx, 3)
-    x0 = encode(video[:, s * vt:(s + c) * vt], cfg.vae_space, vt)            # (B, c, C, h, w) the next chunk
+    x0 = dit.latent.encode(video[:, s * vt:(s + c) * vt])                    # (B, c, C, h, w) the next chunk
     t = sample_t(B, cfg.t_mean, cfg.t_std, cfg.t_shift).to(video.device)    # (B,)
     eps = torch.randn_like(x0)
     v = dit(add_noise(x0, eps, t), t[:, None].expand(B, c), chunk_positions(B, cfg, video.device), context, context_pos,
@@ -134,6 +133,8 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
 
         # --- models -----------------------------------------------------------------------------
         dit, phi, origin = init_models(cfg, init)
+        if init == "none" and cfg.latent == "pca" and not resuming:   # else the basis came with the weights
+            say(fit_latent(dit.latent, train_videos, cfg, rank, world))
         dit, phi = dit.to(cfg.device), phi.to(cfg.device)
         ema_dit, ema_phi = copy.deepcopy(dit).requires_grad_(False), copy.deepcopy(phi).requires_grad_(False)
         params = list(dit.parameters()) + list(phi.parameters())
@@ -172,6 +173,8 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
 
         # --- training (as train_pfp.train) --------------------------------------------------------
         first = book.resume() if resuming else 0
+        ceiling = latent_ceiling(dit.latent, val)     # of the basis the run trains with: fitted, from --init or resumed
+        say(latent_line(cfg, ceiling))
         folder.start(asdict(cfg))                     # only now, all checked, is anything written to out
         with interruptible() as stop:
             for step in book.start(first, f"stage 2 {name}", position, quiet):
@@ -193,11 +196,12 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
         save_rows_png(rows, os.path.join(out, "next_chunk.png"))
         summary = {"name": name, "stage": 2, "init": init, "init_origin": origin, "compressor": cfg.compressor,
                    "rate": cfg.rate, "window": cfg.window, "chunk": cfg.chunk, "data": cfg.data, "data_split": source,
-                   "steps": cfg.steps, "context_tokens": n_context, **final, "train_seconds": train_seconds,
+                   "steps": cfg.steps, "context_tokens": n_context, **final, "latent_ceiling_psnr": ceiling, "train_seconds": train_seconds,
                    "wall_seconds": time.time() - book.started, "config": asdict(cfg)}
         book.close(final, summary)
         say(f"done in {summary['wall_seconds'] / 60:.1f} min: next-chunk PSNR {final['chunk_psnr']:.2f} dB, "
-            f"SSIM {final['chunk_ssim']:.3f}, {n_context} context tokens")
+            f"SSIM {final['chunk_ssim']:.3f}, {n_context} context tokens"
+            + ("" if ceiling is None else f"; the pca latent's ceiling {ceiling:.2f} dB"))
         say(f"wrote {out}/summary.json, {out}/next_chunk.png, {out}/ckpt.pt")
         return summary
 

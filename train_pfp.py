@@ -30,14 +30,13 @@ from config import Config, add_config_flags, config_from_args, run_main
 from compressor import Compressor, memory_positions
 from dit import DiT
 from flow import add_noise, velocity_target, sample_t
-from latent import encode
 from metrics import psnr, ssim, load_stlpips
 from checkpoint import RunFolder, load_dit
 from footprint import check_training_fits
 from plot import save_rows_png
 from sample import retrieve, true_frames
-from training import (Logbook, accumulate_gradients, interruptible, make_optimizer, micro_batch_size, optimizer_step,
-                      process_videos, random_batch, start_run, training_objective)
+from training import (Logbook, accumulate_gradients, fit_latent, interruptible, latent_ceiling, latent_line, make_optimizer,
+                      micro_batch_size, optimizer_step, process_videos, random_batch, start_run, training_objective)
 
 
 def pick_omega(batch: int, cfg: Config, generator=None) -> torch.Tensor:
@@ -51,8 +50,8 @@ def pick_omega(batch: int, cfg: Config, generator=None) -> torch.Tensor:
 def pfp_loss(dit, phi, video, cfg: Config):
     """L_pfp for a batch of histories (B, T, 3, H, W) -> (loss, per-sample loss, t)."""
     B = video.shape[0]
-    latent = encode(video, cfg.vae_space, cfg.vae_time)                     # (B, T', C, h, w)
-    memory, memory_pos = phi(video), memory_positions(cfg)                  # (B, M, D), (M, 3)
+    latent = dit.latent.encode(video)                                        # (B, T', C, h, w)
+    memory, memory_pos = phi(video, dit.latent), memory_positions(cfg)      # (B, M, D), (M, 3)
     omega = pick_omega(B, cfg).to(video.device)                             # (B, k)
     t = sample_t(B, cfg.t_mean, cfg.t_std, cfg.t_shift).to(video.device)    # (B,)
     rows = torch.arange(B, device=video.device)[:, None]
@@ -159,13 +158,15 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
 
         # --- models -----------------------------------------------------------------------------
         dit, phi = DiT(cfg), Compressor(cfg)
-        if init != "none":                               # a pretrained video DiT; phi's LR branch starts as its patchifier
+        if init != "none":                               # a pretrained video DiT and its latent; phi's LR branch starts as its patchifier
             load_dit(dit, init)
+        elif cfg.latent == "pca" and not resuming:       # --resume loads the basis with the weights
+            say(fit_latent(dit.latent, train_videos, cfg, rank, world))
         dit, phi = dit.to(cfg.device), phi.to(cfg.device)
         phi.init_from_patchifier(dit.patchify.weight, dit.patchify.bias)
         ema_dit, ema_phi = copy.deepcopy(dit).requires_grad_(False), copy.deepcopy(phi).requires_grad_(False)
         params = list(dit.parameters()) + list(phi.parameters())
-        n_memory = phi(val[:1]).shape[1]
+        n_memory = phi(val[:1], dit.latent).shape[1]
         tokens_per_step = cfg.batch * (n_memory + (cfg.latent_frames if cfg.noise_as_mask else cfg.targets) * math.prod(cfg.token_grid[1:]))
         say(f"DiT {sum(p.numel() for p in dit.parameters()) / 1e6:.2f}M params, compressor {cfg.compressor} "
             f"{sum(p.numel() for p in phi.parameters()) / 1e6:.2f}M params, {n_memory} memory tokens for "
@@ -185,6 +186,8 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
 
         # --- training ---------------------------------------------------------------------------
         first = book.resume() if resuming else 0
+        ceiling = latent_ceiling(dit.latent, val)     # of the basis the run trains with: fitted, from --init or resumed
+        say(latent_line(cfg, ceiling))
         folder.start(asdict(cfg))                     # only now, all checked, is anything written to out
         with interruptible() as stop:
             for step in book.start(first, f"stage 1 {name}", position, quiet):
@@ -203,16 +206,17 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
         final = summarise(scores, cfg)
         floor = no_network_baselines(val, cfg)                  # what no network scores: the mean frame, the pooled video
         save_rows_png(retrieval_rows(ema_dit, ema_phi, val, cfg), os.path.join(out, "retrieval.png"))
-        summary = {"name": name, "compressor": cfg.compressor, "rate": cfg.rate, "omega": cfg.omega, "data": cfg.data,
+        summary = {"name": name, "init": init, "compressor": cfg.compressor, "rate": cfg.rate, "omega": cfg.omega, "data": cfg.data,
                    "data_split": source, "steps": cfg.steps, "memory_tokens": n_memory,
                    "history_tokens": math.prod(cfg.token_grid), **final, **by_position(scores, cfg), "no_network": floor,
+                   "latent_ceiling_psnr": ceiling,
                    "train_seconds": train_seconds, "wall_seconds": time.time() - book.started, "config": asdict(cfg)}
         book.close(final, summary)
         say(f"done in {summary['wall_seconds'] / 60:.1f} min: val retrieval PSNR {final['psnr']:.2f} dB "
             f"(first/middle/last third {final['psnr_first']:.2f}/{final['psnr_middle']:.2f}/{final['psnr_last']:.2f}), "
             f"SSIM {final['ssim']:.3f}, {n_memory} memory tokens")
         say(f"no network: the history's mean frame {floor['mean_frame']:.2f} dB, the video pooled {cfg.rate} and blown "
-            f"back up {floor['pooled']:.2f} dB")
+            f"back up {floor['pooled']:.2f} dB" + ("" if ceiling is None else f"; the pca latent's ceiling {ceiling:.2f} dB"))
         say(f"wrote {out}/summary.json, {out}/retrieval.png, {out}/ckpt.pt")
         return summary
 

@@ -2,7 +2,8 @@
 steps, scales to more hardware and survives interruption. None of it is the paper's method;
 all of it is what makes a long run trustworthy.
 
-- data: load_videos, and process_videos (this process's shard of them);
+- data: load_videos, and process_videos (this process's shard of them); a --latent pca basis
+  fitted on them (fit_latent) and its reconstruction ceiling (latent_ceiling);
 - scaling (README, "Scaling up"): torchrun's processes and DDP (setup_distributed, Objective),
   micro-batches with a seed each (accumulate_gradients), bf16 autocast, torch.compile;
 - the step: AdamW with warmup and cosine decay, clipping, EMA, the NaN guard (optimizer_step);
@@ -29,12 +30,15 @@ from tqdm import tqdm
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 MAX_UPDATE = 1.0     # the NaN guard undoes an update that moves the weights by more than their own norm
+LATENT_FIT_CLIPS = 256   # [ours] training clips a --latent pca basis is fitted on: ~1M pixel blocks at tiny, seconds
 
 from config import Config, ConfigError, Interrupted, result_fields
 from data import TRAIN_SEED_OFFSET, VAL_SEED_OFFSET, synthetic_videos, video_folder_clips
 from storyboard import storyboard_videos
 from flow import loss_per_t_bin
+from metrics import psnr
 from checkpoint import read_checkpoint, write_atomically
+from latent import cell_sums
 
 
 def load_videos(cfg: Config, frames: int = 0, progress: bool = True, only=None):
@@ -65,6 +69,40 @@ def load_videos(cfg: Config, frames: int = 0, progress: bool = True, only=None):
     # Several videos: the last file (by name) is held out whole, so validation is unseen footage.
     train = torch.cat([clips[n] for n in names[:-1]])
     return train, clips[names[-1]][:cfg.val_videos], f"{len(names) - 1} videos train, {names[-1]} validates"
+
+
+def fit_latent(latent, train, cfg: Config, rank: int, world: int) -> str:
+    """--latent pca from scratch: fit the DiT's latent on the pixel blocks of the training split's
+    first LATENT_FIT_CLIPS clips -> a line saying so. Each process sums the cells of those it holds
+    (its first rows, see process_videos) and the sums are added up, so every process fits the basis
+    one process would, however the batch is split. [ours]"""
+    started, held = time.time(), len(shard(LATENT_FIT_CLIPS, rank, world, cfg.accum))
+    sums = cell_sums(train[:held], cfg.vae_space, cfg.vae_time)         # count, sum (P,), sum of outer products (P, P)
+    if world > 1:
+        for total in sums:
+            dist.all_reduce(total)
+    latent.fit_sums(*sums)
+    blocks = int(sums[0].item())
+    return (f"latent: pca fitted on the {blocks:,} pixel blocks of {blocks // (train[0].numel() // cfg.block_channels)} "
+            f"training clips in {time.time() - started:.1f} s")
+
+
+@torch.no_grad()
+def latent_ceiling(latent, videos, batch: int = 4):
+    """Mean PSNR of decode(encode(video)) over the frames of videos (B, T, 3, H, W): the ceiling no
+    retrieval can pass. None for the lossless latent, which is exact."""
+    if latent.kind == "lossless":
+        return None
+    return torch.cat([psnr(latent.decode(latent.encode(v)), v) for v in videos.split(batch)]).mean().item()
+
+
+def latent_line(cfg: Config, ceiling) -> str:
+    """The line a run prints about its latent, `ceiling` from latent_ceiling."""
+    block = f"{cfg.block_channels} values of a {cfg.vae_time}x{cfg.vae_space}x{cfg.vae_space} pixel block"
+    if ceiling is None:
+        return f"latent: lossless, the {block} (exact)"
+    return (f"latent: pca, {cfg.pca_channels} channels for the {block}; reconstruction ceiling {ceiling:.2f} dB "
+            f"on the validation clips, what no retrieval can pass")
 
 
 def make_optimizer(dit, phi, cfg: Config):
@@ -113,6 +151,11 @@ def setup_distributed(cfg: Config) -> tuple:
     return cfg, rank, world
 
 
+def shard(n: int, rank: int, world: int, accum: int) -> list:
+    """Which of n training clips this process holds (process_videos), in order."""
+    return [j for j in range(n) if j % (world * accum) // accum == rank]
+
+
 def process_videos(cfg: Config, rank: int, world: int, data=None, frames: int = 0) -> tuple:
     """This process's shard of the training videos -> (train, pools, val, source, captions), pools[i]
     the rows of train that micro-batch i may draw from; captions None, or the storyboard world's
@@ -122,13 +165,12 @@ def process_videos(cfg: Config, rank: int, world: int, data=None, frames: int = 
     processes hold disjoint shards (synthetic videos are generated only where they are used), and
     one process with --accum 2k draws exactly what two processes with --accum k draw."""
     every = world * cfg.accum
-    mine = lambda n: [j for j in range(n) if j % every // cfg.accum == rank]
     generated = data is None and cfg.data in ("synthetic", "storyboard")
-    held = mine(cfg.train_videos) if generated else None
+    held = shard(cfg.train_videos, rank, world, cfg.accum) if generated else None
     train, val, source, *captions = data or load_videos(cfg, frames, progress=rank == 0, only=held)
     captions = dict(captions[0]) if captions else None
     if held is None:                                    # real clips (or data given): all loaded, keep ours
-        held = mine(len(train))
+        held = shard(len(train), rank, world, cfg.accum)
         if len(held) < len(train):                      # one process: no copy of the whole set
             train = train[held]
             captions = captions and {**captions, "train": captions["train"][held]}
@@ -392,12 +434,16 @@ def checkpoint_state(cfg: Config, step: int, dit, phi, ema_dit, ema_phi, **extra
 
 # The cache of trained rows that evaluate.py and recall.py share: a run folder per configuration.
 
-def run_dir(cfg: Config, root: str) -> str:
-    """The cache folder of one row: its name says what it is, the hash says everything else."""
+def run_dir(cfg: Config, root: str, init: str = "none") -> str:
+    """The cache folder of one row: its name says what it is, the hash says everything else,
+    the checkpoint it starts from (--init) included."""
     keep = result_fields(cfg, skip=("chunk", "window", "split_full"))   # stage 2's fields
+    if init != "none":
+        keep = [keep, init]
     key = hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
     data = "synthetic" if cfg.data == "synthetic" else "real"
-    return os.path.join(root, f"{data}_{cfg.compressor}_{cfg.rate}_{cfg.omega}_{cfg.steps}_{key}")
+    start = "" if init == "none" else "_from_base"
+    return os.path.join(root, f"{data}_{cfg.compressor}_{cfg.rate}_{cfg.omega}_{cfg.steps}{start}_{key}")
 
 
 def cached_summary(out: str):

@@ -1,5 +1,6 @@
 """Stage 2 (train_ar.py, sample.ar_context/generate): no future leakage, context token counts,
-positions, loading a stage-1 checkpoint, and the command lines end to end."""
+positions, loading a stage-1 checkpoint, and the command lines end to end. Runs with --latent pca:
+the basis is fitted on the training clips, saved, reported, and shared by the stages built on it."""
 import json
 import os
 import subprocess
@@ -9,13 +10,15 @@ from dataclasses import replace
 import pytest
 import torch
 
+from checkpoint import load_checkpoint
 from compressor import Compressor
 from config import Config, ConfigError, check
+from data import VAL_SEED_OFFSET, synthetic_videos
 from dit import DiT
-from latent import encode
+from latent import Latent, encode
 from sample import ar_context, chunk_positions, generate
 from train_ar import ar_loss, init_models, split_points
-from training import checkpoint_state
+from training import checkpoint_state, latent_ceiling
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = Config(dim=32, heads=2, depth=2, hr_channels=4, history=8)        # 8 latent frames of 8x8 tokens
@@ -253,3 +256,46 @@ def test_stage_one_starts_from_a_base_video_model(tmp_path):
     with pytest.raises(ConfigError, match="does not match this config"):
         train(replace(stage1, dim=64), str(tmp_path / "s1b"), quiet=True, init=str(tmp_path / "base" / "ckpt.pt"))
     assert not (tmp_path / "s1b").exists()
+
+
+@pytest.fixture(scope="module")
+def pca_stage1(tmp_path_factory):
+    """A finished tiny stage-1 run with --latent pca (3 channels): its folder."""
+    from train_pfp import train
+    out = tmp_path_factory.mktemp("pca") / "s1"
+    cfg = check(replace(SMALL, latent="pca", pca_channels=3, depth=1, steps=2, batch=2, train_videos=4, val_videos=2,
+                        eval_every=1000, ckpt_every=1000, sample_steps=2, threads=1))
+    train(cfg, str(out), quiet=True)
+    return out
+
+
+def test_a_pca_run_saves_the_basis_fitted_on_its_training_clips_and_reports_its_ceiling(pca_stage1):
+    ckpt = torch.load(pca_stage1 / "ckpt.pt", weights_only=True)
+    cfg = Config(**ckpt["config"])
+    refit = Latent(cfg)
+    refit.fit(synthetic_videos(range(cfg.train_videos), cfg.history, cfg.height))     # the training split
+    for weights in (ckpt["dit"], ckpt["dit_ema"]):
+        assert all(torch.allclose(weights[f"latent.{name}"], b, atol=1e-6) for name, b in refit.state_dict().items())
+    loaded = load_checkpoint(str(pca_stage1 / "ckpt.pt"))[1].latent.state_dict()      # back, exactly
+    assert loaded.keys() == refit.state_dict().keys() and all(torch.equal(b, ckpt["dit_ema"][f"latent.{n}"]) for n, b in loaded.items())
+    val = synthetic_videos(range(VAL_SEED_OFFSET, VAL_SEED_OFFSET + cfg.val_videos), cfg.history, cfg.height)
+    ceiling = json.load(open(pca_stage1 / "summary.json"))["latent_ceiling_psnr"]
+    assert ceiling == pytest.approx(latent_ceiling(refit, val), abs=1e-3) and 10 < ceiling < 40
+
+
+def test_stages_built_on_a_pca_run_share_its_basis_and_another_latent_is_one_line(pca_stage1, tmp_path):
+    import train_ar
+    s1 = str(pca_stage1 / "ckpt.pt")
+    cfg = check(replace(Config(**torch.load(s1, weights_only=True)["config"]), steps=1, out=""))
+    train_ar.train_ar(cfg, str(tmp_path / "s2"), s1, quiet=True)
+    first, second = (torch.load(path, weights_only=True)["dit_ema"] for path in (s1, tmp_path / "s2" / "ckpt.pt"))
+    assert all(torch.equal(first[k], second[k]) for k in first if k.startswith("latent."))
+    assert json.load(open(tmp_path / "s2" / "summary.json"))["latent_ceiling_psnr"] > 10
+    checkpoint(SMALL, str(tmp_path / "lossless.pt"))
+    with pytest.raises(ConfigError, match="its latent is lossless, this run's pca with 3 channels; .* pass --latent lossless$"):
+        init_models(replace(SMALL, latent="pca", pca_channels=3), str(tmp_path / "lossless.pt"))
+    r = run("train_ar.py", "--init", s1, "--latent", "lossless", "--steps", "1", "--threads", "1", "--out", str(tmp_path / "s2b"))
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(errors) == 1
+    assert errors[0].endswith("its latent is pca with 3 channels, this run's lossless; a run shares its base's latent: "
+                              "pass --latent pca --pca_channels 3") and not (tmp_path / "s2b").exists()

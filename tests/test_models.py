@@ -100,6 +100,25 @@ def test_pfp_is_the_sum_of_its_lr_and_hr_branches():
     assert (without_lr(x).abs().mean() > 1e-3)                      # the HR branch is not silent
 
 
+@pytest.mark.parametrize("variant", ["pfp", "large_patchifier"])
+def test_a_pca_latent_feeds_the_dit_and_lr_branch_k_channels_and_the_hr_branch_the_pixels(variant):
+    """--latent pca: the DiT's patchifier and unpatchify, the LR branch and the large patchifier
+    work in the K-channel latent; the HR branch reads all 3*vt*vs*vs pixel values of each cell."""
+    cfg = Config(latent="pca", pca_channels=3, compressor=variant, hr_channels=4, depth=1)
+    dit, phi = DiT(cfg), Compressor(cfg)
+    dit.latent.fit(video(2, cfg))
+    assert dit.patchify.in_channels == 3 and dit.unpatchify.out_features == 3 * cfg.patch ** 2
+    seen = []
+    for branch in (phi.lr_patchify, phi.large_patchify, phi.hr):
+        if branch is not None:
+            branch.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[1]))
+    memory = phi(video(1, cfg), dit.latent)
+    assert memory.shape == (1, 128, cfg.dim)
+    assert seen == ([3, 12] if variant == "pfp" else [3])          # LR: K channels; HR: the 12 of a 2x2 pixel block
+    with pytest.raises(AssertionError, match="dit.latent"):         # a pca phi never falls back to the lossless latent
+        phi(video(1, cfg))
+
+
 def test_dit_with_empty_memory_and_shapes():
     cfg = Config()
     dit = DiT(cfg)
@@ -205,6 +224,8 @@ def test_noise_as_mask_retrieval_masks_the_other_frames_as_training_does(monkeyp
     (dict(compressor="big"), "unknown --compressor"),
     (dict(height=30), "multiples"),
     (dict(targets=17), "--targets"),
+    (dict(latent="pca", pca_channels=13), "--pca_channels"),
+    (dict(latent="vae"), "unknown --latent"),
 ])
 def test_bad_configs_say_what_is_wrong(bad, message):
     with pytest.raises(ConfigError, match=message):
