@@ -6,6 +6,7 @@ against always the last ones, the "cheat" the paper warns of).
     python evaluate.py --quick        # the whole table on 2 CPU cores in about 30 minutes
     python evaluate.py                # the preset's full steps (2,000 at tiny): hours on CPU
     python evaluate.py --quick --tables synthetic        # one table only
+    python evaluate.py --quick --from_base               # every row starts from a base video model
     python evaluate.py --device cuda --shard 0/8 & ...   # n processes train the rows on one GPU; then
     python evaluate.py --device cuda                     # ... a last run reads the cache and reports
     python evaluate.py --curves runs/a runs/b            # validation PSNR against steps of train_pfp runs
@@ -14,6 +15,10 @@ against always the last ones, the "cheat" the paper warns of).
 
 Every row is one train_pfp.train() run, cached in runs/table1/ under its full config: running
 again with the same flags reads the finished rows back and trains only what is missing.
+--from_base first trains a base video model on each table's clips (train_ar.py on the full raw
+history, BASE_STEPS steps, as the paper starts from a pretrained video DiT) and starts every row
+from its DiT, the LR branch from its patchifier; its table is written with the suffix _base,
+beside the from-scratch one.
 Validation: synthetic videos with seeds disjoint from training; real clips from --real, where
 train_pfp.load_videos holds the last video (by name) out whole and validates on its clips.
 
@@ -29,18 +34,20 @@ import json
 import math
 import os
 import sys
+import time
 from collections import namedtuple
 from dataclasses import replace
 
 import torch
 from tqdm import tqdm
 
-from config import SCALES, Config, ConfigError, check, fail, finite_float, run_main
+from config import SCALES, Config, ConfigError, check, fail, finite_float, run_main, seed_int
 import cut_back
 import recall
 from plot import labelled_png, line_chart
 from metrics import psnr
 from checkpoint import load_checkpoint, writable_folder, write_atomically
+from train_ar import train_ar
 from train_pfp import no_network_baselines, retrieval_rows, train
 from training import cached_summary, load_videos, run_dir, train_missing
 
@@ -56,17 +63,35 @@ ROWS = [
 ]
 OMEGA_LAST = Row("Proposed 4x4x2, Omega = last", "pfp", "4x4x2", "last", None)   # synthetic only
 QUICK_STEPS = {"synthetic": 600, "real": 400}   # --quick: the whole table in ~30 min on 2 cores
+BASE_STEPS = 450                                 # --from_base: the storyboard benchmark's base recipe [ours]
 
 
-def run_rows(jobs, data, root):
-    """jobs: [(Row, Config)] -> [summary], training the rows not cached yet; a bar across rows."""
+def base_model(cfg: Config, root: str, steps: int = BASE_STEPS, wait: bool = False) -> str:
+    """The base video model of one table's clips: the DiT trained from scratch to predict the next
+    chunk from the full raw history (train_ar.py, only LR at 1x1x1; it loads its own, longer
+    clips), cached in root -> its ckpt.pt. wait: another process (shard 0) trains it."""
+    base_cfg = replace(cfg, compressor="only_lr", rate="1x1x1", steps=steps)
+    out = cut_back.folder(root, f"base_{'synthetic' if cfg.data == 'synthetic' else 'real'}", base_cfg)
+    if wait and cached_summary(out) is None:
+        print(f"waiting for shard 0 to train the base in {out}")
+    while wait and cached_summary(out) is None:
+        time.sleep(30)
+    if cached_summary(out) is None:
+        train_missing(train_ar, base_cfg, out, "none", stage=2, quiet=True, position=1)
+    return os.path.join(out, "ckpt.pt")
+
+
+def run_rows(jobs, data, root, bases=None):
+    """jobs: [(Row, Config)] -> [summary], training the rows not cached yet; a bar across rows.
+    bases: {data source: base ckpt.pt} to start every row from, or None (from scratch)."""
     summaries = []
     bar = tqdm(jobs, desc="table 1 rows", position=0, dynamic_ncols=True)
     for row, cfg in bar:
-        out = run_dir(cfg, root)
+        init = bases[cfg.data] if bases else "none"
+        out = run_dir(cfg, root, init)
         summary = cached_summary(out)
         cached = summary is not None
-        summary = summary if cached else train_missing(train, cfg, out, data[cfg.data], quiet=True, position=1)
+        summary = summary if cached else train_missing(train, cfg, out, data[cfg.data], quiet=True, position=1, init=init)
         summary.update(label=row.label, paper=row.paper, out=out)
         summaries.append(summary)
         lpips = "n/a" if summary["lpips"] is None else f"{summary['lpips']:.3f}"
@@ -242,6 +267,13 @@ def main():
                         help="folder of real videos for the second table; '' skips it (default ../shared/videos)")
     parser.add_argument("--tables", default="both", choices=["both", "synthetic", "real"],
                         help="which tables to train and report (default both)")
+    parser.add_argument("--from_base", action="store_true",
+                        help="start every row from a base video model trained first on the table's clips "
+                             "(full-history train_ar.py), the paper's starting point; writes table1_base.md "
+                             "beside the from-scratch table1.md")
+    parser.add_argument("--base_steps", type=int, default=BASE_STEPS,
+                        help=f"--from_base: training steps of the base (default {BASE_STEPS})")
+    parser.add_argument("--seed", type=seed_int, default=None, help="seed of every row (and of the base; default the preset's)")
     parser.add_argument("--runs", default=os.path.join("runs", "table1"), help="cache of trained rows (default runs/table1)")
     parser.add_argument("--results", default="results", help="where the tables and figures go (default results)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 keeps PyTorch's default")
@@ -272,6 +304,8 @@ def main():
                         help="--objects: share of the stage-2 training clips taken from the recall world (default 0.5)")
     parser.error = fail
     args = parser.parse_args()
+    if args.base_steps < 1:
+        fail(f"--base_steps must be a positive integer, got {args.base_steps}")
     for name in ("steps", "real_steps", "ar_steps", "threads"):
         if getattr(args, name) < 0:
             fail(f"--{name} must be 0 (the default) or a positive integer, got {getattr(args, name)}")
@@ -321,35 +355,42 @@ def main():
     if args.real and args.tables != "synthetic":
         tables.append((args.real, "_real", f"Real clips ({args.real})", real_steps, ROWS))
 
-    jobs, data = [], {}
+    jobs, data, bases = [], {}, {} if args.from_base else None
     for source, _, _, n, rows in tables:
-        base = check(replace(preset, data=source, steps=n, eval_every=n + 1, threads=args.threads, device=args.device))
+        base = check(replace(preset, data=source, steps=n, eval_every=n + 1, threads=args.threads, device=args.device,
+                             seed=preset.seed if args.seed is None else args.seed))
         data[source] = load_videos(base)                                   # (train, val, description)
         jobs += [(row, check(replace(base, compressor=row.compressor, rate=row.rate, omega=row.omega))) for row in rows]
+        if args.from_base:
+            bases[source] = base_model(base, args.runs, args.base_steps, wait=bool(shard) and shard[0] != "0")
     if shard:
         i, n = int(shard[0]), int(shard[1])
-        run_rows(jobs[i::n], data, args.runs)
+        run_rows(jobs[i::n], data, args.runs, bases)
         return
-    summaries = run_rows(jobs, data, args.runs)
+    summaries = run_rows(jobs, data, args.runs, bases)
+    name = "table1_base" if args.from_base else "table1"
 
     os.makedirs(args.results, exist_ok=True)
+    start = (f"Every row starts from a base video model ({args.base_steps} full-history steps of train_ar.py on the "
+             f"table's clips: {', '.join(bases.values())}): its DiT, and phi's LR branch as its patchifier. "
+             if args.from_base else "Every row trains from scratch. ")
     report, everything = ["# Table 1 in shape: frame retrieval after stage-1 pretraining", "",
-                          f"Measured with `python {' '.join(sys.argv)}` ({args.scale} preset). "
+                          f"Measured with `python {' '.join(sys.argv)}` ({args.scale} preset). " + start +
                           "Paper columns: PFP Table 1 (13B DiT, 4096 unseen videos, LPIPS); "
-                          "ours: ST-LPIPS when stlpips-pytorch is installed, else n/a.", ""], {}
+                          "ours: ST-LPIPS when stlpips-pytorch is installed, else n/a.", ""], {"bases": bases}
     for source, suffix, title, _, _ in tables:
         rows = [s for s in summaries if s["data"] == source]
         train_videos, val, _ = data[source]
         references = linear_references(train_videos, val, replace(preset, rate="4x4x2"))
         floors = {r["rate"]: no_network_baselines(val, replace(preset, rate=r["rate"])) for r in rows}
         report.append(markdown(rows, title, references, floors))
-        plots(rows, suffix, args.results)
-        picture_grid(rows, val, suffix, args.results)
+        plots(rows, name[6:] + suffix, args.results)
+        picture_grid(rows, val, name[6:] + suffix, args.results)
         everything[title] = {"rows": rows, "linear_references_4x4x2": references, "no_network": floors}
-    write_atomically(os.path.join(args.results, "table1.md"), lambda tmp: open(tmp, "w").write("\n".join(report)))
-    write_atomically(os.path.join(args.results, "table1.json"), lambda tmp: open(tmp, "w").write(json.dumps(everything, indent=1)))
+    write_atomically(os.path.join(args.results, f"{name}.md"), lambda tmp: open(tmp, "w").write("\n".join(report)))
+    write_atomically(os.path.join(args.results, f"{name}.json"), lambda tmp: open(tmp, "w").write(json.dumps(everything, indent=1)))
     print("\n".join(report))
-    print(f"wrote {args.results}/table1.md, table1.json, table1_position*.png, table1_rate*.png, table1_grid*.png")
+    print(f"wrote {args.results}/{name}.md, {name}.json, table1_position*.png, table1_rate*.png, table1_grid*.png")
 
 
 if __name__ == "__main__":

@@ -129,3 +129,28 @@ def test_the_table_shows_the_no_network_floors_beside_each_row():
     rows = [fake_summary("Proposed 4x4x2", "pfp", "4x4x2", 15.5)]
     text = evaluate.markdown(rows, "Synthetic", floors={"4x4x2": {"mean_frame": 14.38, "pooled": 15.43}})
     assert "| Proposed 4x4x2 | 32 | 15.50 | 14.38 / 15.43 |" in text
+
+
+def test_rows_from_a_base_start_from_it_and_are_cached_apart(tmp_path, monkeypatch):
+    cfg, calls = replace(SCALES["tiny"], steps=5), []
+
+    def fake_train_ar(c, out, init, **kwargs):          # the base: full history, from scratch
+        calls.append(("base", c.compressor, c.rate, c.steps, init))
+        os.makedirs(out, exist_ok=True)
+        json.dump({"stage": 2}, open(os.path.join(out, "summary.json"), "w"))
+        open(os.path.join(out, "ckpt.pt"), "w").close()
+        return {}
+
+    def fake_train(c, out, data, init="none", **kwargs):
+        calls.append(("row", init))
+        return fake_summary("x", c.compressor, c.rate, 12.0)
+
+    monkeypatch.setattr(evaluate, "train_ar", fake_train_ar)
+    monkeypatch.setattr(evaluate, "train", fake_train)
+    base = evaluate.base_model(cfg, str(tmp_path), steps=7)
+    assert evaluate.base_model(cfg, str(tmp_path), steps=7) == base      # cached: trained once
+    assert calls == [("base", "only_lr", "1x1x1", 7, "none")] and os.path.isfile(base)
+    [row] = evaluate.run_rows([(evaluate.ROWS[4], cfg)], {"synthetic": None}, str(tmp_path), {"synthetic": base})
+    assert calls[-1] == ("row", base)
+    assert row["out"] == training.run_dir(cfg, str(tmp_path), base) != training.run_dir(cfg, str(tmp_path))
+    assert training.run_dir(cfg, str(tmp_path), "other/ckpt.pt") != row["out"]   # keyed by the base it starts from
