@@ -18,8 +18,11 @@ of storyboard clips, as the paper starts from a pretrained video DiT):
     window only             the base DiT, the last --window frames only, stage 2
   and with --full: pfp 4x4x2, only LR 2x2x2 and the large patchifier 2x2x2, each as pfp 2x2x2.
 
-    python evaluate.py --recall --quick      # four rows, gaps 3 and 6: about 45 min on 2 CPU cores
+    python evaluate.py --recall --quick      # four rows, gaps 3 and 6, on 2 CPU cores
     python evaluate.py --recall              # every row, gaps 3, 6, 10 and 16
+
+The base trains first; then --workers processes (default 2) each take a row, train its stage 1 (if
+any) and stage 2, and score it, so the report only reads the scores kept beside each checkpoint.
     python evaluate.py --cut_back "pfp=runs/x" "window=runs/y"   # score run folders you trained
 
 Writes <results>/cut_back.md, cut_back.json, cut_back.png and cut_back.gif.
@@ -28,6 +31,7 @@ Letters: B batch (stories), T frames, c chunk (latent frames), vt frames per lat
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 from collections import namedtuple
 from dataclasses import replace
@@ -71,32 +75,41 @@ def folder(runs: str, name: str, cfg: Config, *extra) -> str:
     return os.path.join(runs, f"{name}_{key}")
 
 
-def train_rows(cfg: Config, runs: str, full: bool) -> list:
-    """The base, then stage 1 and stage 2 for every row; each run cached in runs/ and continued
-    if it was stopped. -> [(label, stage-2 run folder)], the full-history row first."""
-    def made(fn, c, out, *args, stage):                 # a finished run is read, a stopped one continued
-        if cached_summary(out) is None:
-            train_missing(fn, c, out, *args, stage=stage, quiet=True, position=1)
-        return out
-    rows = [r for r in ROWS if full or not r.full]
-    bar = tqdm(total=1 + len(rows) + sum(r.stage1 is not None for r in rows), desc="recall rows", position=0)
-    base_cfg = replace(cfg, compressor="only_lr", rate="1x1x1", steps=STEPS["base"])
-    base = made(train_ar, base_cfg, folder(runs, "base", base_cfg), "none", stage=2)
-    bar.update()
-    done = [("full history (base)", base)]
-    for row in rows:
-        init = os.path.join(base, "ckpt.pt")
-        if row.stage1:
-            c1 = replace(cfg, compressor=row.compressor, rate=row.stage1, steps=STEPS["stage1"], split_return=0.0)
-            out1 = folder(runs, f"stage1_{row.compressor}_{row.stage1}", c1, init)
-            init = os.path.join(made(partial(train, init=init), c1, out1, stage=1), "ckpt.pt")
-            bar.update()
-        c2 = replace(cfg, compressor=row.compressor, rate=row.rate, steps=STEPS["stage2"])
-        done.append((row.label, made(train_ar, c2, folder(runs, "stage2_" + row.label.split(" (")[0].replace(" ", "_"),
-                                                               c2, init), init, stage=2)))
-        bar.update()
-    bar.close()
-    return done
+def made(fn, cfg: Config, out: str, *args, stage: int, position: int = 1) -> str:
+    """A finished run is read, a stopped one continued, a missing one trained -> its folder."""
+    if cached_summary(out) is None:
+        train_missing(fn, cfg, out, *args, stage=stage, quiet=True, position=position)
+    return out
+
+
+def train_base(cfg: Config, runs: str, steps: dict = STEPS) -> str:
+    """The base video model: the DiT trained from scratch on the full raw history -> its folder."""
+    base_cfg = replace(cfg, compressor="only_lr", rate="1x1x1", steps=steps["base"])
+    return made(train_ar, base_cfg, folder(runs, "base", base_cfg), "none", stage=2)
+
+
+def train_row(cfg: Config, runs: str, row: Row, base: str, steps: dict = STEPS, position: int = 1) -> str:
+    """A row's own stage 1 (if it has one) from the base, then its stage 2 -> the stage-2 folder."""
+    init = os.path.join(base, "ckpt.pt")
+    if row.stage1:
+        c1 = replace(cfg, compressor=row.compressor, rate=row.stage1, steps=steps["stage1"], split_return=0.0)
+        out1 = folder(runs, f"stage1_{row.compressor}_{row.stage1}", c1, init)
+        init = os.path.join(made(partial(train, init=init), c1, out1, stage=1, position=position), "ckpt.pt")
+    c2 = replace(cfg, compressor=row.compressor, rate=row.rate, steps=steps["stage2"])
+    name = "stage2_" + row.label.split(" (")[0].replace(" ", "_")
+    return made(train_ar, c2, folder(runs, name, c2, init), init, stage=2, position=position)
+
+
+def row_work(job: tuple) -> tuple:
+    """One worker process's share: train a row (None: the base itself) and score it, so that the
+    report only reads the scores kept beside each checkpoint -> (label, stage-2 folder)."""
+    cfg, runs, row, base, steps, gaps, n, position = job
+    torch.set_num_threads(max(cfg.threads, 1))
+    out = base if row is None else train_row(cfg, runs, row, base, steps, position)
+    path = os.path.join(out, "ckpt.pt")
+    run_cfg, dit, phi, _ = load_checkpoint(path)
+    scored(path, dit, phi, run_cfg, gaps, n)
+    return ("full history (base)" if row is None else row.label), out
 
 
 def cut_back_set(cfg: Config, gap: int, n: int) -> dict:
@@ -241,7 +254,7 @@ def pictures_of(table: dict, pictures: dict, gaps: list, cfg: Config, results: s
     each showing the true history until the cut back and its own chunk after it."""
     gap = 6 if 6 in gaps else gaps[0]
     s, vt = cfg.latent_frames * cfg.vae_time, cfg.vae_time
-    data = cut_back_set(cfg, gap, 4)
+    data = cut_back_set(cfg, gap, len(next(iter(pictures.values()))[gap]))    # four stories, or fewer if n is
     video = data["video"]                                                       # (4, T + c*vt, 3, H, W)
     still = [video[:, s - gap], video[:, s - 1], video[:, s], data["other"][:, s]]
     save_rows_png(still + [pictures[label][gap][:, 0] for label in table], os.path.join(results, "cut_back.png"))
@@ -251,10 +264,18 @@ def pictures_of(table: dict, pictures: dict, gaps: list, cfg: Config, results: s
     save_rows_gif(moving + moving[-1:] * 6, os.path.join(results, "cut_back.gif"), ms=250)
 
 
-def run(scale: str, quick: bool, runs: str, results: str, command: str, threads: int = 0, device: str = "cpu",
-        stories: int = 0) -> dict:
-    """evaluate.py --recall: train (or read from runs/) every row, then score them."""
-    cfg = story_config(scale, threads=threads, device=device)
-    rows = train_rows(cfg, runs, full=not quick)
+def run(cfg: Config, quick: bool, runs: str, results: str, command: str, stories: int = 0, workers: int = 2,
+        steps: dict = STEPS) -> dict:
+    """evaluate.py --recall: train (or read from runs/) the base, then every row in `workers`
+    processes side by side, each with cfg.threads threads (0: one), each training its row and
+    scoring it; then the report. cfg: story_config's."""
     gaps, n = ([3, 6], stories or 32) if quick else ([3, 6, 10, 16], stories or 48)
-    return report(rows, gaps, n, results, command)
+    rows = [r for r in ROWS if not quick or not r.full]
+    base = train_base(cfg, runs, steps)
+    jobs = [(cfg, runs, row, base, steps, gaps, n, 1 + i % workers) for i, row in enumerate([None] + rows)]
+    done = {}
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:   # spawn: no forked OpenMP state
+        for label, out in tqdm(pool.imap_unordered(row_work, jobs), total=len(jobs), desc="recall rows", position=0):
+            done[label] = out
+    order = ["full history (base)"] + [r.label for r in rows]
+    return report([(label, done[label]) for label in order], gaps, n, results, command)

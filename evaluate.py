@@ -293,6 +293,9 @@ def main():
                              "'pfp without pretrain', 'only LR 2x2x2', 'large patchifier 2x2x2'")
     parser.add_argument("--gaps", type=int, nargs="+", default=[3, 6, 10, 16],
                         help="--cut_back: frames between the shot's last sight and its return (default 3 6 10 16)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="--recall: processes that train and score rows side by side after the base, each with "
+                             "--threads threads, or one (default 2: one per core of a 2-core machine)")
     parser.add_argument("--stories", type=int, default=0,
                         help="--recall, --cut_back: stories per gap (default 48; 32 with --quick)")
     parser.add_argument("--objects", action="store_true",
@@ -306,6 +309,8 @@ def main():
     args = parser.parse_args()
     if args.base_steps < 1:
         fail(f"--base_steps must be a positive integer, got {args.base_steps}")
+    if args.workers < 1:
+        fail(f"--workers must be a positive integer, got {args.workers}")
     for name in ("steps", "real_steps", "ar_steps", "threads"):
         if getattr(args, name) < 0:
             fail(f"--{name} must be 0 (the default) or a positive integer, got {getattr(args, name)}")
@@ -332,7 +337,8 @@ def main():
     if args.recall:
         runs = args.runs if args.runs != parser.get_default("runs") else os.path.join("runs", "recall_story")
         writable_folder(runs, "--runs")
-        return cut_back.run(args.scale, args.quick, runs, args.results, command, args.threads, args.device, args.stories)
+        cfg = cut_back.story_config(args.scale, threads=args.threads, device=args.device)
+        return cut_back.run(cfg, args.quick, runs, args.results, command, args.stories, args.workers)
     if args.objects:
         cfg = check(replace(SCALES[args.scale], steps=args.steps or SCALES[args.scale].steps, threads=args.threads,
                             device=args.device, eval_every=10**9))

@@ -109,24 +109,29 @@ def test_cut_back_report_scores_a_storyboard_run_and_refuses_others(tmp_path):
         cut_back.report([("s1", str(tmp_path / "s1"))], [3], 2, str(tmp_path / "results"), "test")
 
 
-def test_recall_rows_train_from_one_base_and_are_read_back(tmp_path, monkeypatch):
+def test_recall_rows_train_from_one_base_in_two_workers_and_are_read_back(tmp_path):
     """evaluate.py --recall --quick: one base; pfp's stage 1 starts from it; every stage-2 row starts
-    from the base or its own stage 1; a second call trains nothing."""
-    monkeypatch.setattr(cut_back, "STEPS", {"base": 2, "stage1": 2, "stage2": 2})
+    from the base or its own stage 1; two worker processes train and score the rows; a second call
+    trains and scores nothing."""
+    steps = {"base": 2, "stage1": 2, "stage2": 2}
     cfg = check(replace(cut_back.story_config("tiny"), dim=32, heads=2, depth=1, hr_channels=4, history=8, batch=2,
-                        train_videos=4, val_videos=2, ckpt_every=1000, sample_steps=2))
-    rows = cut_back.train_rows(cfg, str(tmp_path), full=False)
-    assert [label for label, _ in rows] == ["full history (base)", "pfp 2x2x2", "pfp without pretrain", "window only"]
-    summaries = {label: json.load(open(os.path.join(run, "summary.json"))) for label, run in rows}
-    base = os.path.join(rows[0][1], "ckpt.pt")
+                        train_videos=4, val_videos=2, ckpt_every=1000, sample_steps=2, threads=1))
+    run = lambda: cut_back.run(cfg, True, str(tmp_path / "runs"), str(tmp_path / "results"), "test", stories=3,
+                               workers=2, steps=steps)
+    table = run()
+    assert list(table) == ["full history (base)", "pfp 2x2x2", "pfp without pretrain", "window only"]
+    summaries = {label: json.load(open(os.path.join(row["run"], "summary.json"))) for label, row in table.items()}
+    base = os.path.join(table["full history (base)"]["run"], "ckpt.pt")
     assert summaries["full history (base)"]["init"] == "none"
     assert summaries["pfp without pretrain"]["init"] == summaries["window only"]["init"] == base
     stage1 = summaries["pfp 2x2x2"]["init"]
     assert stage1 != base and json.load(open(os.path.join(os.path.dirname(stage1), "config.json")))["split_return"] == 0
     assert {s["compressor"] for s in summaries.values()} == {"only_lr", "pfp", "none"}
-    monkeypatch.setattr(cut_back, "train", lambda *a, **k: pytest.fail("stage 1 retrained"))
-    monkeypatch.setattr(cut_back, "train_ar", lambda *a, **k: pytest.fail("stage 2 retrained"))
-    assert cut_back.train_rows(cfg, str(tmp_path), full=False) == rows
+    assert all(len(row["scores"][6]["model"]) == 3 for row in table.values())
+    kept = sorted(tmp_path.glob("runs/*/*.pt"))                  # every ckpt.pt and the scores beside it
+    stamps = [p.stat().st_mtime_ns for p in kept]
+    assert len(kept) == 2 * 4 + 1 and run().keys() == table.keys()
+    assert [p.stat().st_mtime_ns for p in kept] == stamps        # nothing trained or scored again
 
 
 def test_cut_back_claims_read_the_bars():
