@@ -31,16 +31,18 @@ Letters: B batch (stories), T frames, c chunk (latent frames), vt frames per lat
 import hashlib
 import json
 import math
-import multiprocessing
 import os
+import subprocess
+import sys
+import time
 from collections import namedtuple
-from dataclasses import replace
+from dataclasses import asdict, replace
 from functools import partial
 
 import torch
 from tqdm import tqdm
 
-from config import SCALES, Config, ConfigError, check, result_fields
+from config import SCALES, Config, ConfigError, check, result_fields, run_main
 from checkpoint import load_checkpoint, write_atomically
 from metrics import psnr
 from plot import save_rows_gif, save_rows_png
@@ -100,16 +102,42 @@ def train_row(cfg: Config, runs: str, row: Row, base: str, steps: dict = STEPS, 
     return made(train_ar, c2, folder(runs, name, c2, init), init, stage=2, position=position)
 
 
-def row_work(job: tuple) -> tuple:
-    """One worker process's share: train a row (None: the base itself) and score it, so that the
-    report only reads the scores kept beside each checkpoint -> (label, stage-2 folder)."""
-    cfg, runs, row, base, steps, gaps, n, position = job
+def row_job(job: dict) -> str:
+    """One worker's share, in its own process (`python cut_back.py --job JSON`): train a row (None:
+    the base itself) and score it, so that the report only reads the scores kept beside each
+    checkpoint -> the row's stage-2 folder."""
+    cfg, row = Config(**job["cfg"]), job["row"] and Row(*job["row"])
     torch.set_num_threads(max(cfg.threads, 1))
-    out = base if row is None else train_row(cfg, runs, row, base, steps, position)
+    out = job["base"] if row is None else train_row(cfg, job["runs"], row, job["base"], job["steps"], job["position"])
     path = os.path.join(out, "ckpt.pt")
     run_cfg, dit, phi, _ = load_checkpoint(path)
-    scored(path, dit, phi, run_cfg, gaps, n)
-    return ("full history (base)" if row is None else row.label), out
+    scored(path, dit, phi, run_cfg, job["gaps"], job["n"])
+    return out
+
+
+def in_workers(jobs: list, workers: int):
+    """Run every job as `python cut_back.py --job JSON`, at most `workers` at a time. Each is a
+    whole training process: Ctrl-C reaches it too and it saves its step, as any run does; SIGTERM
+    here is passed on to it. A job that fails stops the rest."""
+    waiting, running = list(jobs), []
+    bar = tqdm(total=len(jobs), desc="recall rows", position=0)
+    try:
+        while waiting or running:
+            while waiting and len(running) < workers:
+                running.append(subprocess.Popen([sys.executable, os.path.abspath(__file__), "--job", json.dumps(waiting.pop(0))]))
+            time.sleep(1)
+            for worker in [w for w in running if w.poll() is not None]:
+                running.remove(worker)
+                if worker.returncode:
+                    raise ConfigError(f"a recall row stopped (exit {worker.returncode}; its line is above): "
+                                      f"run the same command again to go on from the runs it saved")
+                bar.update()
+    finally:
+        for worker in running:                   # Ctrl-C, SIGTERM or a failed row: the others save and stop
+            worker.terminate()
+        for worker in running:
+            worker.wait()
+        bar.close()
 
 
 def cut_back_set(cfg: Config, gap: int, n: int) -> dict:
@@ -272,10 +300,11 @@ def run(cfg: Config, quick: bool, runs: str, results: str, command: str, stories
     gaps, n = ([3, 6], stories or 32) if quick else ([3, 6, 10, 16], stories or 48)
     rows = [r for r in ROWS if not quick or not r.full]
     base = train_base(cfg, runs, steps)
-    jobs = [(cfg, runs, row, base, steps, gaps, n, 1 + i % workers) for i, row in enumerate([None] + rows)]
-    done = {}
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:   # spawn: no forked OpenMP state
-        for label, out in tqdm(pool.imap_unordered(row_work, jobs), total=len(jobs), desc="recall rows", position=0):
-            done[label] = out
-    order = ["full history (base)"] + [r.label for r in rows]
-    return report([(label, done[label]) for label in order], gaps, n, results, command)
+    job = {"cfg": asdict(cfg), "runs": runs, "base": base, "steps": steps, "gaps": gaps, "n": n}
+    in_workers([{**job, "row": row, "position": 1 + i % workers} for i, row in enumerate([None] + rows)], workers)
+    done = [("full history (base)", base)] + [(row.label, train_row(cfg, runs, row, base, steps)) for row in rows]   # read back
+    return report(done, gaps, n, results, command)
+
+
+if __name__ == "__main__":                      # a worker of in_workers: --job JSON
+    run_main(lambda: row_job(json.loads(sys.argv[sys.argv.index("--job") + 1])))
