@@ -286,7 +286,7 @@ def main():
     parser.add_argument("--recall", action="store_true",
                         help="instead of Table 1: recall after a cut back in the storyboard world (cut_back.py): "
                              "trains the base, stage 1 and stage 2 of every row into <runs> (default runs/recall_story), "
-                             "then scores them; with --quick four rows and gaps 3 and 6 (~45 min on 2 cores)")
+                             "then scores them; with --quick four rows and gaps 3 and 6 (~28 min on 2 cores)")
     parser.add_argument("--cut_back", nargs="+", default=None, metavar="[LABEL=]RUN",
                         help="instead of the table: score these train_ar.py run folders (--data storyboard) after a cut "
                              "back; the claims read the labels 'full history ...', 'pfp 2x2x2', 'window only', "
