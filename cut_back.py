@@ -306,5 +306,13 @@ def run(cfg: Config, quick: bool, runs: str, results: str, command: str, stories
     return report(done, gaps, n, results, command)
 
 
-if __name__ == "__main__":                      # a worker of in_workers: --job JSON
-    run_main(lambda: row_job(json.loads(sys.argv[sys.argv.index("--job") + 1])))
+def worker_main():
+    """`python cut_back.py --job JSON`: one worker of in_workers; anything else says where to start."""
+    if len(sys.argv) != 3 or sys.argv[1] != "--job":
+        raise ConfigError("cut_back.py runs as a worker of evaluate.py: use python evaluate.py --recall [--quick], "
+                          "or --cut_back RUN ... to score runs")
+    row_job(json.loads(sys.argv[2]))
+
+
+if __name__ == "__main__":
+    run_main(worker_main)
