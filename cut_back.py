@@ -20,10 +20,10 @@ of storyboard clips, as the paper starts from a pretrained video DiT):
 
     python evaluate.py --recall --quick      # four rows, gaps 3 and 6: 27.5 min on 2 CPU cores
     python evaluate.py --recall              # every row, gaps 3, 6, 10 and 16
+    python evaluate.py --cut_back "pfp=runs/x" "window=runs/y"   # score run folders you trained
 
 The base trains first; then --workers processes (default 2) each take a row, train its stage 1 (if
 any) and stage 2, and score it, so the report only reads the scores kept beside each checkpoint.
-    python evaluate.py --cut_back "pfp=runs/x" "window=runs/y"   # score run folders you trained
 
 Writes <results>/cut_back.md, cut_back.json, cut_back.png and cut_back.gif.
 Letters: B batch (stories), T frames, c chunk (latent frames), vt frames per latent frame.
@@ -281,9 +281,9 @@ def pictures_of(table: dict, pictures: dict, gaps: list, cfg: Config, results: s
     playing, the truth on top, then pfp 2x2x2 and window only (every row if either is missing),
     each showing the true history until the cut back and its own chunk after it."""
     gap = 6 if 6 in gaps else gaps[0]
-    s, vt = cfg.latent_frames * cfg.vae_time, cfg.vae_time
+    s = cfg.latent_frames * cfg.vae_time
     data = cut_back_set(cfg, gap, len(next(iter(pictures.values()))[gap]))    # four stories, or fewer if n is
-    video = data["video"]                                                       # (4, T + c*vt, 3, H, W)
+    video = data["video"]                                                       # (k <= 4, T + c*vt, 3, H, W)
     still = [video[:, s - gap], video[:, s - 1], video[:, s], data["other"][:, s]]
     save_rows_png(still + [pictures[label][gap][:, 0] for label in table], os.path.join(results, "cut_back.png"))
     shown = ["pfp 2x2x2", "window only"] if {"pfp 2x2x2", "window only"} <= set(table) else list(table)

@@ -76,9 +76,7 @@ def base_model(cfg: Config, root: str, steps: int = BASE_STEPS, wait: bool = Fal
         print(f"waiting for shard 0 to train the base in {out}")
     while wait and cached_summary(out) is None:
         time.sleep(30)
-    if cached_summary(out) is None:
-        train_missing(train_ar, base_cfg, out, "none", stage=2, quiet=True, position=1)
-    return os.path.join(out, "ckpt.pt")
+    return os.path.join(cut_back.made(train_ar, base_cfg, out, "none", stage=2), "ckpt.pt")
 
 
 def run_rows(jobs, data, root, bases=None):
