@@ -1,5 +1,41 @@
-"""Make the flat top-level modules importable from tests/ and keep torch to the two cores."""
+"""Make the flat top-level modules importable from tests/, and run scripts in this process.
+
+`cli("train_pfp.py", *flags)` runs a script's main() under config.run_main, which is all its
+`if __name__ == "__main__"` does, so it is `python train_pfp.py FLAGS` without a fresh interpreter
+(importing torch again costs about 2 s a call). Signals, torchrun and the scripts' own entry lines
+need a real process: those tests still start one."""
+import importlib
 import os
+import signal
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """-> run(script, *argv) -> (exit code, stdout, stderr) of `python script argv...`, run here;
+    script is a file name ("train_pfp.py") or the module. The process's SIGTERM handler and torch's
+    thread count (--threads) are put back afterwards, so one script never slows the tests after it."""
+    import torch
+    from config import run_main
+
+    def run(script, *argv):
+        module = importlib.import_module(script.removesuffix(".py")) if isinstance(script, str) else script
+        monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", *map(str, argv)])
+        handler, threads = signal.getsignal(signal.SIGTERM), torch.get_num_threads()
+        capsys.readouterr()
+        try:
+            run_main(module.main)
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        finally:
+            signal.signal(signal.SIGTERM, handler)
+            torch.set_num_threads(threads)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+    return run

@@ -3,8 +3,6 @@ positions, loading a stage-1 checkpoint, and the command lines end to end. Runs 
 the basis is fitted on the training clips, saved, reported, and shared by the stages built on it."""
 import json
 import os
-import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
@@ -20,7 +18,6 @@ from sample import ar_context, chunk_positions, generate
 from train_ar import ar_loss, init_models, split_points
 from training import checkpoint_state, latent_ceiling
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = Config(dim=32, heads=2, depth=2, hr_channels=4, history=8)        # 8 latent frames of 8x8 tokens
 
 
@@ -140,37 +137,33 @@ def test_init_from_stage1_loads_dit_and_compressor_or_starts_a_fresh_compressor(
         init_models(SMALL, str(tmp_path / "missing.pt"))
 
 
-def run(*args):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-
-def test_train_ar_then_generate_end_to_end(tmp_path):
+def test_train_ar_then_generate_end_to_end(tmp_path, cli):
     """Stage 1 -> stage 2 -> sample.py --generate: files, stage marks and context-token lines."""
     tiny = ["--dim", "32", "--heads", "2", "--depth", "1", "--hr_channels", "4", "--train_videos", "8",
             "--val_videos", "2", "--batch", "2", "--sample_steps", "2", "--log_every", "2", "--threads", "1"]
     s1, s2 = str(tmp_path / "s1"), str(tmp_path / "s2")
-    r = run("train_pfp.py", *tiny, "--steps", "2", "--eval_every", "100", "--out", s1)
-    assert r.returncode == 0, r.stderr[-500:]
-    r = run("train_ar.py", "--init", f"{s1}/ckpt.pt", "--steps", "4", "--eval_every", "2", "--out", s2)
-    assert r.returncode == 0, r.stderr[-500:]
+    code, _, err = cli("train_pfp.py", *tiny, "--steps", "2", "--eval_every", "100", "--out", s1)
+    assert code == 0, err[-500:]
+    code, _, err = cli("train_ar.py", "--init", f"{s1}/ckpt.pt", "--steps", "4", "--eval_every", "2", "--out", s2)
+    assert code == 0, err[-500:]
     summary = json.load(open(f"{s2}/summary.json"))
     assert summary["stage"] == 2 and summary["context_tokens"] == 128 + 2 * 64 and "DiT and pfp" in summary["init_origin"]
     assert summary["config"]["dim"] == 32                      # the config came from the checkpoint
     assert os.path.isfile(f"{s2}/next_chunk.png") and torch.load(f"{s2}/ckpt.pt")["stage"] == 2
-    r = run("sample.py", "--ckpt", f"{s2}/ckpt.pt", "--generate", "--chunks", "2", "--out", str(tmp_path))
-    assert r.returncode == 0, r.stderr[-500:]
-    assert "chunk   1: history    8 frames -> 192 context tokens" in r.stdout        # 8 frames: 64 memory + 128 window
-    assert "chunk   2: history   10 frames -> 208 context tokens" in r.stdout
+    code, out, err = cli("sample.py", "--ckpt", f"{s2}/ckpt.pt", "--generate", "--chunks", "2", "--out", tmp_path)
+    assert code == 0, err[-500:]
+    assert "chunk   1: history    8 frames -> 192 context tokens" in out        # 8 frames: 64 memory + 128 window
+    assert "chunk   2: history   10 frames -> 208 context tokens" in out
     for name in ("generate.mp4", "generate.gif"):
         assert os.path.getsize(tmp_path / name) > 1000
     import imageio.v2 as imageio
     frames = imageio.mimread(str(tmp_path / "generate.mp4"))
     assert len(frames) == 8 + 2 * 2                            # prompt + 2 chunks of 2 frames
-    r = run("sample.py", "--ckpt", f"{s1}/ckpt.pt", "--generate", "--chunks", "1", "--out", str(tmp_path))
-    assert r.returncode == 0 and "warning: " in r.stdout and "stage-1" in r.stdout
+    code, out, _ = cli("sample.py", "--ckpt", f"{s1}/ckpt.pt", "--generate", "--chunks", "1", "--out", tmp_path)
+    assert code == 0 and "warning: " in out and "stage-1" in out
     for bad, message in ((["--generate", "--prompt", "3"], "multiple of 2 frames"), (["--generate", "--retrieve"], "exactly one")):
-        r = run("sample.py", "--ckpt", f"{s2}/ckpt.pt", *bad)
-        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        code, _, err = cli("sample.py", "--ckpt", f"{s2}/ckpt.pt", *bad)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("args,message", [
@@ -179,10 +172,9 @@ def test_train_ar_then_generate_end_to_end(tmp_path):
     (["--init", "none", "--rate", "2x2x2", "--chunk", "3"], "multiple of the rate's t"),
     (["--init", "none", "--split_full", "1.5"], "--split_full"),
 ])
-def test_train_ar_bad_input_is_one_line_exit_2(args, message):
-    r = run("train_ar.py", *args)
-    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+def test_train_ar_bad_input_is_one_line_exit_2(args, message, cli):
+    code, _, err = cli("train_ar.py", *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
 def test_cut_back_frames_are_read_off_the_captions():
@@ -218,7 +210,7 @@ def test_storyboard_stage_two_splits_where_the_chunk_cuts_back_and_reads_its_cap
     assert weights["caption_encoder.mlp.2.weight"].abs().sum() > 0
 
 
-def test_generate_follows_a_written_story(tmp_path):
+def test_generate_follows_a_written_story(tmp_path, cli):
     """sample.py --generate --story: each chunk reads its own captions; a story that does not cover
     every frame is one line."""
     import train_ar
@@ -227,14 +219,13 @@ def test_generate_follows_a_written_story(tmp_path):
     train_ar.train_ar(cfg, str(tmp_path / "run"), "none", quiet=True)
     ckpt = str(tmp_path / "run" / "ckpt.pt")
     story = "0-4: red stripes, blue disc | 4-6: green dots, white cross | 6-8: red stripes, blue disc"
-    done = subprocess.run([sys.executable, "sample.py", "--ckpt", ckpt, "--generate", "--prompt", "4", "--chunks", "2",
-                           "--story", story, "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert f"story: {story}" in done.stdout and (tmp_path / "generate.gif").stat().st_size > 1000
-    short = subprocess.run([sys.executable, "sample.py", "--ckpt", ckpt, "--generate", "--prompt", "4", "--chunks", "2",
-                            "--story", "0-6: red stripes, blue disc", "--out", str(tmp_path)], cwd=ROOT,
-                           capture_output=True, text=True)
-    assert short.returncode == 2 and short.stderr.strip() == \
+    code, out, err = cli("sample.py", "--ckpt", ckpt, "--generate", "--prompt", "4", "--chunks", "2", "--story", story,
+                         "--out", tmp_path)
+    assert code == 0, err[-2000:]
+    assert f"story: {story}" in out and (tmp_path / "generate.gif").stat().st_size > 1000
+    code, _, err = cli("sample.py", "--ckpt", ckpt, "--generate", "--prompt", "4", "--chunks", "2",
+                       "--story", "0-6: red stripes, blue disc", "--out", tmp_path)
+    assert code == 2 and err.strip() == \
         "error: the story ends at frame 6, which stops before the end of the 8 frames it must cover exactly"
 
 
@@ -283,7 +274,7 @@ def test_a_pca_run_saves_the_basis_fitted_on_its_training_clips_and_reports_its_
     assert ceiling == pytest.approx(latent_ceiling(refit, val), abs=1e-3) and 10 < ceiling < 40
 
 
-def test_stages_built_on_a_pca_run_share_its_basis_and_another_latent_is_one_line(pca_stage1, tmp_path):
+def test_stages_built_on_a_pca_run_share_its_basis_and_another_latent_is_one_line(pca_stage1, tmp_path, cli):
     import train_ar
     s1 = str(pca_stage1 / "ckpt.pt")
     cfg = check(replace(Config(**torch.load(s1, weights_only=True)["config"]), steps=1, out=""))
@@ -294,8 +285,8 @@ def test_stages_built_on_a_pca_run_share_its_basis_and_another_latent_is_one_lin
     checkpoint(SMALL, str(tmp_path / "lossless.pt"))
     with pytest.raises(ConfigError, match="its latent is lossless, this run's pca with 3 channels; .* pass --latent lossless$"):
         init_models(replace(SMALL, latent="pca", pca_channels=3), str(tmp_path / "lossless.pt"))
-    r = run("train_ar.py", "--init", s1, "--latent", "lossless", "--steps", "1", "--threads", "1", "--out", str(tmp_path / "s2b"))
-    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert r.returncode == 2 and "Traceback" not in r.stderr and len(errors) == 1
+    code, _, err = cli("train_ar.py", "--init", s1, "--latent", "lossless", "--steps", "1", "--threads", "1", "--out", tmp_path / "s2b")
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1
     assert errors[0].endswith("its latent is pca with 3 channels, this run's lossless; a run shares its base's latent: "
                               "pass --latent pca --pca_channels 3") and not (tmp_path / "s2b").exists()

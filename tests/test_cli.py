@@ -62,27 +62,24 @@ if not torch.cuda.is_available():
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_train_pfp_bad_input_is_one_line_exit_2(case, folders, tmp_path):
+def test_train_pfp_bad_input_is_one_line_exit_2(case, folders, tmp_path, cli):
     args, expected = CASES[case]
     args = [a.format(**{name: folders / name for name in ("empty", "short", "corrupt", "truncated", "text")}) for a in args]
-    result = run("train_pfp.py", *args, "--out", str(tmp_path / "run"))
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and expected in lines[0], result.stderr
+    code, _, err = cli("train_pfp.py", *args, "--out", tmp_path / "run")
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], err
 
 
-def test_sample_with_missing_or_broken_checkpoint(tmp_path):
-    missing = run("sample.py", "--ckpt", str(tmp_path / "nope.pt"), "--retrieve")
+def test_sample_with_missing_or_broken_checkpoint(tmp_path, cli):
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
-    truncated = run("sample.py", "--ckpt", str(broken), "--retrieve")
-    for result, expected in [(missing, "not found"), (truncated, "could not be read")]:
-        assert result.returncode == 2 and "Traceback" not in result.stderr
-        assert expected in result.stderr.strip() and len(result.stderr.strip().splitlines()) == 1
+    for ckpt, expected in [(tmp_path / "nope.pt", "not found"), (broken, "could not be read")]:
+        code, _, err = cli("sample.py", "--ckpt", ckpt, "--retrieve")
+        assert code == 2 and expected in err.strip() and len(err.strip().splitlines()) == 1
 
 
-def test_train_then_sample_end_to_end(tmp_path):
+def test_train_then_sample_end_to_end(tmp_path, cli):
     """A few steps of the real command: every promised output exists and says what it should."""
     import json
     out = tmp_path / "run"
@@ -101,15 +98,15 @@ def test_train_then_sample_end_to_end(tmp_path):
     assert (out / "retrieval.png").stat().st_size > 0
 
     # sample.py needs nothing but the checkpoint: the config travels inside it
-    sampled = run("sample.py", "--ckpt", str(out / "ckpt.pt"), "--retrieve", "--frames", "0", "15")
-    assert sampled.returncode == 0, sampled.stderr[-2000:]
-    assert "frame   0" in sampled.stdout and "frame  15" in sampled.stdout
+    code, out_text, err = cli("sample.py", "--ckpt", out / "ckpt.pt", "--retrieve", "--frames", "0", "15")
+    assert code == 0, err[-2000:]
+    assert "frame   0" in out_text and "frame  15" in out_text
     assert (out / "retrieve.png").exists() and (out / "retrieve.gif").exists()
-    bad = run("sample.py", "--ckpt", str(out / "ckpt.pt"), "--retrieve", "--frames", "99")
-    assert bad.returncode == 2 and "--frames" in bad.stderr
+    code, _, err = cli("sample.py", "--ckpt", out / "ckpt.pt", "--retrieve", "--frames", "99")
+    assert code == 2 and "--frames" in err
 
 
-def test_sample_with_a_checkpoint_whose_weights_are_another_variant(tmp_path):
+def test_sample_with_a_checkpoint_whose_weights_are_another_variant(tmp_path, cli):
     """A checkpoint edited or mixed up so that its config names another compressor than its weights."""
     from dataclasses import replace
     from config import SCALES
@@ -120,20 +117,19 @@ def test_sample_with_a_checkpoint_whose_weights_are_another_variant(tmp_path):
     dit, phi = DiT(cfg), Compressor(cfg)
     state = checkpoint_state(replace(cfg, compressor="large_patchifier"), 10, dit, phi, dit, phi, stage=1)
     torch.save(state, tmp_path / "mixed.pt")
-    result = run("sample.py", "--ckpt", str(tmp_path / "mixed.pt"), "--retrieve")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "does not match its own config" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    code, _, err = cli("sample.py", "--ckpt", tmp_path / "mixed.pt", "--retrieve")
+    assert code == 2 and "does not match its own config" in err and len(err.strip().splitlines()) == 1
 
 
-def test_every_flag_explains_itself_in_help():
+def test_every_flag_explains_itself_in_help(cli):
     from dataclasses import fields
     from config import Config, field_comments
     comments = field_comments()
     assert all(len(comments.get(f.name, "")) > 10 for f in fields(Config))
-    text = run("train_pfp.py", "--help").stdout
+    text = cli("train_pfp.py", "--help")[1]
     assert "global batch: processes x --accum micro-batches (presets: tiny 8, small 32, paper 1)" in " ".join(text.split())
 
 
-def test_evaluate_negative_steps_is_one_line_exit_2():
-    result = run("evaluate.py", "--steps", "-3")
-    assert result.returncode == 2 and result.stderr.strip() == "error: --steps must be 0 (the default) or a positive integer, got -3"
+def test_evaluate_negative_steps_is_one_line_exit_2(cli):
+    code, _, err = cli("evaluate.py", "--steps", "-3")
+    assert code == 2 and err.strip() == "error: --steps must be 0 (the default) or a positive integer, got -3"

@@ -1,8 +1,9 @@
 """Nothing lost, part two: checkpoints that cannot run code, run folders that are never clobbered,
 one writer per folder, a NaN guard that tells the truth, and one line instead of a traceback.
 
-Most cases call a script's main() in this process (through config.run_main, as `python X.py`
-does), which is much faster than a subprocess; signals need a real process."""
+Most cases call a script's main() in this process (the `cli` fixture of conftest.py, through
+config.run_main, as `python X.py` does), which is much faster than a subprocess; signals need a
+real process."""
 import json
 import os
 import signal
@@ -26,22 +27,6 @@ SMALL = ["--dim", "32", "--depth", "1", "--heads", "2", "--hr_channels", "8", "-
          "--train_videos", "8", "--val_videos", "2", "--sample_steps", "2", "--threads", "1", "--warmup", "2",
          "--eval_every", "100000", "--log_every", "1"]
 UNWRITABLE = "/proc/pfp-mini-cannot-write-here"          # not a folder anyone can create, root included
-
-
-def cli(capsys, module, *argv) -> tuple:
-    """Run module.main() as `python module.py argv...` -> (exit code, stderr)."""
-    old_argv, old_term = sys.argv, signal.getsignal(signal.SIGTERM)
-    sys.argv = [f"{module.__name__}.py", *map(str, argv)]
-    capsys.readouterr()
-    try:
-        run_main(module.main)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    finally:
-        sys.argv = old_argv
-        signal.signal(signal.SIGTERM, old_term)
-    return code, capsys.readouterr().err
 
 
 def one_line(err: str) -> str:
@@ -76,7 +61,7 @@ class CreatesAFile:
         return open, (self.path, "w")
 
 
-def test_a_checkpoint_that_would_run_code_is_refused_unread(tmp_path, capsys, finished):
+def test_a_checkpoint_that_would_run_code_is_refused_unread(tmp_path, finished, cli):
     marker = tmp_path / "created-by-the-checkpoint"
     evil = torch.load(finished / "ckpt.pt", weights_only=True)
     evil["config"]["payload"] = CreatesAFile(str(marker))
@@ -85,67 +70,67 @@ def test_a_checkpoint_that_would_run_code_is_refused_unread(tmp_path, capsys, fi
              (train_ar, "--init", tmp_path / "ckpt.pt", "--steps", "1", "--out", tmp_path / "ar"),
              (train_pfp, *SMALL, "--steps", "6", "--out", tmp_path, "--resume")]
     for module, *argv in cases:
-        code, err = cli(capsys, module, *argv)
+        code, _, err = cli(module, *argv)
         assert code == 2 and "refused unread" in one_line(err), (module.__name__, err[-500:])
         assert not marker.exists(), module.__name__
     assert not (tmp_path / "ar").exists() and not (tmp_path / "config.json").exists()
 
 
-def test_a_checkpoint_without_the_weights_is_one_line(tmp_path, capsys, finished):
+def test_a_checkpoint_without_the_weights_is_one_line(tmp_path, finished, cli):
     ckpt = torch.load(finished / "ckpt.pt", weights_only=True)
     del ckpt["dit_ema"]
     torch.save(ckpt, tmp_path / "partial.pt")
     for module, *argv in [(train_ar, "--init", tmp_path / "partial.pt", "--out", tmp_path / "ar"),
                           (sample, "--ckpt", tmp_path / "partial.pt", "--generate")]:
-        code, err = cli(capsys, module, *argv)
+        code, _, err = cli(module, *argv)
         assert code == 2 and "lacks what train_pfp.py/train_ar.py write" in one_line(err)
 
 
 # --- run folders that are never clobbered --------------------------------------------------------
-def test_a_new_run_into_a_finished_run_is_refused_and_changes_nothing(capsys, finished):
+def test_a_new_run_into_a_finished_run_is_refused_and_changes_nothing(finished, cli):
     before = snapshot(finished)
-    code, err = cli(capsys, train_pfp, *SMALL, "--steps", "6", "--out", finished)
+    code, _, err = cli(train_pfp, *SMALL, "--steps", "6", "--out", finished)
     line = one_line(err)
     assert code == 2 and "already holds a run" in line and "--resume" in line and "--overwrite" in line
-    code, err = cli(capsys, train_pfp, *SMALL, "--steps", "6", "--out", finished, "--overwrite", "--data", "/no/such")
+    code, _, err = cli(train_pfp, *SMALL, "--steps", "6", "--out", finished, "--overwrite", "--data", "/no/such")
     assert code == 2 and "does not exist" in one_line(err)           # a run that fails to start writes nothing
-    code, err = cli(capsys, train_pfp, *SMALL, "--steps", "6", "--out", finished, "--resume", "--overwrite")
+    code, _, err = cli(train_pfp, *SMALL, "--steps", "6", "--out", finished, "--resume", "--overwrite")
     assert code == 2 and "pass one of them" in one_line(err)
     assert snapshot(finished) == before
 
 
-def test_overwrite_replaces_the_run_and_resume_needs_a_checkpoint(tmp_path, capsys, finished):
+def test_overwrite_replaces_the_run_and_resume_needs_a_checkpoint(tmp_path, finished, cli):
     out = tmp_path / "copy"
     out.mkdir()
     for name, blob in snapshot(finished).items():
         (out / name).write_bytes(blob)
-    code, _ = cli(capsys, train_pfp, *SMALL, "--steps", "4", "--out", out, "--overwrite", "--seed", "1")
+    code, _, _ = cli(train_pfp, *SMALL, "--steps", "4", "--out", out, "--overwrite", "--seed", "1")
     assert code in (0, None)
     assert json.load(open(out / "summary.json"))["steps"] == 4 and not (out / ".lock").exists()
-    code, err = cli(capsys, train_pfp, *SMALL, "--steps", "4", "--out", tmp_path / "empty", "--resume")
+    code, _, err = cli(train_pfp, *SMALL, "--steps", "4", "--out", tmp_path / "empty", "--resume")
     assert code == 2 and "holds no ckpt.pt" in one_line(err) and not (tmp_path / "empty").exists()
 
 
 # --- one writer per run folder -----------------------------------------------------------------
-def test_a_live_lock_refuses_and_a_stale_lock_is_taken_over(tmp_path, capsys):
+def test_a_live_lock_refuses_and_a_stale_lock_is_taken_over(tmp_path, cli):
     out = tmp_path / "run"
     out.mkdir()
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (out / ".lock").write_text(str(alive.pid))
-        code, err = cli(capsys, train_pfp, *SMALL, "--steps", "2", "--out", out)
+        code, _, err = cli(train_pfp, *SMALL, "--steps", "2", "--out", out)
         assert code == 2 and f"another run (pid {alive.pid})" in one_line(err)
         assert os.listdir(out) == [".lock"]                      # nothing written, the other run's lock kept
     finally:
         alive.kill()
         alive.wait()
-    code, _ = cli(capsys, train_pfp, *SMALL, "--steps", "2", "--out", out)   # its writer is gone: stale
+    code, _, _ = cli(train_pfp, *SMALL, "--steps", "2", "--out", out)   # its writer is gone: stale
     assert code in (0, None) and (out / "summary.json").exists() and not (out / ".lock").exists()
     reused = subprocess.Popen(["sleep", "60"])                    # the pid now names another program: stale too
     try:
         (tmp_path / "other").mkdir()
         (tmp_path / "other" / ".lock").write_text(str(reused.pid))
-        code, _ = cli(capsys, train_pfp, *SMALL, "--steps", "2", "--out", tmp_path / "other")
+        code, _, _ = cli(train_pfp, *SMALL, "--steps", "2", "--out", tmp_path / "other")
         assert code in (0, None) and not (tmp_path / "other" / ".lock").exists()
     finally:
         reused.kill()
@@ -167,8 +152,8 @@ def test_temporary_files_are_unique_and_a_full_disk_keeps_the_old_file(tmp_path)
 
 
 # --- the NaN guard tells the truth ---------------------------------------------------------------
-def test_nan_guard_without_a_checkpoint_does_not_claim_one(tmp_path, capsys):
-    code, err = cli(capsys, train_pfp, *SMALL, "--steps", "20", "--lr", "1e30", "--warmup", "1", "--ckpt_every", "100",
+def test_nan_guard_without_a_checkpoint_does_not_claim_one(tmp_path, cli):
+    code, _, err = cli(train_pfp, *SMALL, "--steps", "20", "--lr", "1e30", "--warmup", "1", "--ckpt_every", "100",
                     "--out", tmp_path / "run")
     line = one_line(err)
     assert code == 2 and "no checkpoint was written yet" in line and "holds the last good" not in line
@@ -176,41 +161,41 @@ def test_nan_guard_without_a_checkpoint_does_not_claim_one(tmp_path, capsys):
 
 @pytest.mark.parametrize("flag,value", [("--t_mean", "nan"), ("--pos_bias", "inf"), ("--weight_decay", "inf"),
                                         ("--lr", "-inf"), ("--ema", "nan")])
-def test_float_flags_reject_nan_and_inf_when_parsed(tmp_path, capsys, flag, value):
-    code, err = cli(capsys, train_pfp, f"{flag}={value}", "--out", tmp_path / "run")
+def test_float_flags_reject_nan_and_inf_when_parsed(tmp_path, flag, value, cli):
+    code, _, err = cli(train_pfp, f"{flag}={value}", "--out", tmp_path / "run")
     assert code == 2 and "not a finite number" in one_line(err) and not (tmp_path / "run").exists()
 
 
 # --- one line instead of a traceback ----------------------------------------------------------------
-def test_an_out_that_is_a_file_or_cannot_be_written(tmp_path, capsys, finished):
+def test_an_out_that_is_a_file_or_cannot_be_written(tmp_path, finished, cli):
     a_file = tmp_path / "a_file"
     a_file.write_text("keep me")
     for out, words in [(a_file, "is a file"), (UNWRITABLE, "cannot be written")]:
         for module, *argv in [(train_pfp, *SMALL, "--steps", "2"), (train_ar, *SMALL, "--init", "none", "--steps", "2"),
                               (sample, "--ckpt", finished / "ckpt.pt", "--retrieve")]:
-            code, err = cli(capsys, module, *argv, "--out", out)
+            code, _, err = cli(module, *argv, "--out", out)
             assert code == 2 and words in one_line(err), (module.__name__, out, err[-300:])
     assert a_file.read_text() == "keep me"
 
 
-def test_resume_drops_corrupt_lines_of_metrics_with_a_warning(tmp_path, capsys):
+def test_resume_drops_corrupt_lines_of_metrics_with_a_warning(tmp_path, cli):
     out = tmp_path / "run"
-    assert cli(capsys, train_pfp, *SMALL, "--steps", "6", "--ckpt_every", "3", "--out", out)[0] in (0, None)
+    assert cli(train_pfp, *SMALL, "--steps", "6", "--ckpt_every", "3", "--out", out)[0] == 0
     lines = open(out / "metrics.jsonl").read().splitlines(keepends=True)
     open(out / "metrics.jsonl", "w").writelines(lines[:2] + ["{not json\n", "\x00\x01garbage\n"] + lines[2:])
-    code, err = cli(capsys, train_pfp, *SMALL, "--steps", "6", "--ckpt_every", "3", "--out", out, "--resume")
+    code, _, err = cli(train_pfp, *SMALL, "--steps", "6", "--ckpt_every", "3", "--out", out, "--resume")
     assert code in (0, None) and "2 unreadable line(s) dropped" in err and "Traceback" not in err
     steps = [json.loads(line)["step"] for line in open(out / "metrics.jsonl") if '"loss"' in line]
     assert steps == list(range(1, 7))
 
 
-def test_seeds_out_of_range_and_frames_too_small_for_ssim(tmp_path, capsys, finished):
+def test_seeds_out_of_range_and_frames_too_small_for_ssim(tmp_path, finished, cli):
     cases = [(sample, "--ckpt", finished / "ckpt.pt", "--retrieve", "--noise_seed", str(2 ** 64)),
              (sample, "--ckpt", finished / "ckpt.pt", "--retrieve", "--seed", "-1"),
              (train_pfp, "--seed", str(2 ** 64)),
              (train_pfp, "--height", "8", "--width", "8")]
     for module, *argv in cases:
-        code, err = cli(capsys, module, *argv, "--out", tmp_path / "x")
+        code, _, err = cli(module, *argv, "--out", tmp_path / "x")
         assert code == 2 and ("2**63" in one_line(err) or "SSIM" in one_line(err)), argv
     assert not (tmp_path / "x").exists()
 
@@ -218,16 +203,16 @@ def test_seeds_out_of_range_and_frames_too_small_for_ssim(tmp_path, capsys, fini
 # --- sizes checked before allocating -------------------------------------------------------------
 @pytest.mark.parametrize("argv", [["--batch", str(10 ** 9)], ["--height", "100000", "--width", "100000"],
                                   ["--history", str(2 * 10 ** 7)], ["--train_videos", str(10 ** 9)]])
-def test_sizes_that_cannot_fit_are_refused_before_allocating(tmp_path, capsys, argv):
+def test_sizes_that_cannot_fit_are_refused_before_allocating(tmp_path, argv, cli):
     start = time.time()
-    code, err = cli(capsys, train_pfp, *argv, "--out", tmp_path / "run")
+    code, _, err = cli(train_pfp, *argv, "--out", tmp_path / "run")
     line = one_line(err)
     assert code == 2 and "needs about" in line and "this machine's" in line and time.time() - start < 30
     assert not (tmp_path / "run").exists()
 
 
-def test_too_many_chunks_are_refused_before_generating(tmp_path, capsys, finished):
-    code, err = cli(capsys, sample, "--ckpt", finished / "ckpt.pt", "--generate", "--chunks", str(10 ** 9),
+def test_too_many_chunks_are_refused_before_generating(tmp_path, finished, cli):
+    code, _, err = cli(sample, "--ckpt", finished / "ckpt.pt", "--generate", "--chunks", str(10 ** 9),
                     "--out", tmp_path)
     assert code == 2 and "--chunks 1000000000" in one_line(err) and "needs about" in one_line(err)
 
@@ -251,17 +236,17 @@ def test_sigterm_while_generating_data_or_sampling_is_one_line_130(tmp_path, fin
     assert sampling.returncode == 130 and "Traceback" not in sampling.stderr and "interrupted" in sampling.stderr
 
 
-def test_a_video_too_short_for_the_checkpoint_names_a_fix_sample_accepts(tmp_path, capsys, finished):
+def test_a_video_too_short_for_the_checkpoint_names_a_fix_sample_accepts(tmp_path, finished, cli):
     import imageio
     import numpy as np
     imageio.v2.mimwrite(tmp_path / "short.mp4", np.zeros((6, 32, 32, 3), np.uint8), fps=8)
-    code, err = cli(capsys, sample, "--ckpt", finished / "ckpt.pt", "--retrieve", "--video", tmp_path / "short.mp4",
+    code, _, err = cli(sample, "--ckpt", finished / "ckpt.pt", "--retrieve", "--video", tmp_path / "short.mp4",
                     "--out", tmp_path)
     line = one_line(err)
     assert code == 2 and "fewer than the 8 a clip needs" in line and "--history" not in line, line
 
 
-def test_captions_stories_and_threads_are_one_line(tmp_path, capsys, finished):
+def test_captions_stories_and_threads_are_one_line(tmp_path, finished, cli):
     cases = [((train_ar, *SMALL, "--init", "none", "--captions", "true", "--out", tmp_path / "a"),
               "--captions true needs a world with captions: --data storyboard"),
              ((sample, "--ckpt", finished / "ckpt.pt", "--generate", "--story", "0-8: red stripes, blue disc",
@@ -270,7 +255,7 @@ def test_captions_stories_and_threads_are_one_line(tmp_path, capsys, finished):
               "--story goes with --generate"),
              ((train_pfp, "--threads", "100000", "--out", tmp_path / "b"), "4 per core of this machine")]
     for (module, *argv), words in cases:
-        code, err = cli(capsys, module, *argv)
+        code, _, err = cli(module, *argv)
         assert code == 2 and words in one_line(err), (argv, err[-300:])
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
@@ -286,7 +271,7 @@ def test_running_out_of_memory_or_disk_mid_run_is_one_line(capsys, error, words)
     assert done.value.code == 2 and words in one_line(capsys.readouterr().err)
 
 
-def test_fresh_cases_found_by_a_sweep(tmp_path, capsys, finished):
+def test_fresh_cases_found_by_a_sweep(tmp_path, finished, cli):
     """Cases a sweep of new bad inputs found: each one line, exit 2, nothing left behind."""
     import evaluate
     import footprint
@@ -303,7 +288,7 @@ def test_fresh_cases_found_by_a_sweep(tmp_path, capsys, finished):
              ((evaluate, "--cut_back", tmp_path, "--stories", "1", "--results", tmp_path / "r"), "--stories must be 2 or more"),
              ((footprint, "--height", "4000000", "--width", "4000000"), "needs about")]
     for (module, *argv), words in cases:
-        code, err = cli(capsys, module, *argv)
+        code, _, err = cli(module, *argv)
         assert code == 2 and words in one_line(err), (module.__name__, argv, err[-300:])
     assert not (tmp_path / "sb").exists()
     from storyboard import parse_story
@@ -313,7 +298,7 @@ def test_fresh_cases_found_by_a_sweep(tmp_path, capsys, finished):
     assert parse_story(str(tmp_path / "story.txt"), 8).shape == (8, 8)           # a byte-order mark and CRLF are fine
 
 
-def test_resuming_a_finished_run_logs_its_final_evaluation_once(tmp_path, capsys, finished):
+def test_resuming_a_finished_run_logs_its_final_evaluation_once(tmp_path, finished, cli):
     out = tmp_path / "copy"
     out.mkdir()
     for name, blob in snapshot(finished).items():
@@ -321,10 +306,10 @@ def test_resuming_a_finished_run_logs_its_final_evaluation_once(tmp_path, capsys
     flags = ["--dim", "32", "--depth", "1", "--heads", "2", "--hr_channels", "8", "--history", "8", "--steps", "6",
              "--batch", "4", "--train_videos", "8", "--val_videos", "2", "--sample_steps", "2", "--threads", "1",
              "--warmup", "2", "--ckpt_every", "3", "--eval_every", "100000", "--log_every", "1"]
-    assert cli(capsys, train_pfp, *flags, "--out", out, "--resume")[0] in (0, None)
+    assert cli(train_pfp, *flags, "--out", out, "--resume")[0] == 0
     assert sum('"val"' in line for line in open(out / "metrics.jsonl")) == 1
     longer = [("9" if previous == "--steps" else value) for previous, value in zip([""] + flags, flags)]
-    code, err = cli(capsys, train_pfp, *longer, "--out", out, "--resume")
+    code, _, err = cli(train_pfp, *longer, "--out", out, "--resume")
     assert code == 2 and "a finished run cannot be extended" in one_line(err) and "--overwrite" in one_line(err)
 
 

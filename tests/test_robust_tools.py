@@ -5,7 +5,8 @@ traceback, and nothing already on disk is lost.
     python -m pytest tests/test_robust_tools.py -q
 
 Scripts run as subprocesses where the whole path matters (argument parsing to exit code); the
-other checks call main() in this process through config.run_main, which is what `python X.py` runs.
+other checks call main() in this process (conftest.py's cli, through config.run_main, which is what
+`python X.py` runs).
 """
 import json
 import os
@@ -25,7 +26,7 @@ import data
 import evaluate
 import plot
 import training
-from config import Config, ConfigError, run_main
+from config import Config, ConfigError
 from plot import line_chart
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,16 +45,10 @@ def script(*args, cwd=ROOT, timeout=120):
                           text=True, timeout=timeout, env=ENV)
 
 
-def in_process(main, argv, monkeypatch, capsys):
-    """run_main(main) with these arguments -> (exit code, the one line on stderr)."""
-    monkeypatch.setattr(sys, "argv", argv)
-    handler = signal.getsignal(signal.SIGTERM)
-    try:
-        with pytest.raises(SystemExit) as done:
-            run_main(main)
-    finally:
-        signal.signal(signal.SIGTERM, handler)                    # run_main's handler is for scripts, not pytest
-    return done.value.code, one_line(capsys.readouterr().err)
+def in_process(cli, module, *argv):
+    """`python module.py argv...` in this process (conftest.py's cli) -> (exit code, the one line on stderr)."""
+    code, _, err = cli(module, *argv)
+    return code, one_line(err)
 
 
 def unwritable_folder(tmp_path):
@@ -87,11 +82,11 @@ def test_evaluate_results_is_a_file_fails_before_training(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("main, flag", [(bench.main, "--out"), (evaluate.main, "--results"), (evaluate.main, "--runs")])
-def test_unwritable_output_folder_is_one_line(tmp_path, monkeypatch, capsys, main, flag):
+@pytest.mark.parametrize("module, flag", [(bench, "--out"), (evaluate, "--results"), (evaluate, "--runs")])
+def test_unwritable_output_folder_is_one_line(tmp_path, monkeypatch, cli, module, flag):
     folder = unwritable_folder(tmp_path)
     monkeypatch.chdir(tmp_path)                                   # the other folders' defaults land here
-    code, line = in_process(main, ["x.py", flag, str(folder / "out")], monkeypatch, capsys)
+    code, line = in_process(cli, module, flag, folder / "out")
     assert code == 2 and f"{flag} {folder / 'out'} cannot be written" in line
 
 
@@ -116,8 +111,8 @@ def test_bench_ratio_zero_fails_at_once():
     (["--device", "tpu"], "unknown --device 'tpu'"),
     (["--ratio", "16"], "argument --ratio: expected 2 arguments"),
 ])
-def test_bench_bad_flags_are_one_line(args, message, monkeypatch, capsys, tmp_path):
-    code, line = in_process(bench.main, ["bench.py", *args, "--out", str(tmp_path / "out")], monkeypatch, capsys)
+def test_bench_bad_flags_are_one_line(args, message, cli, tmp_path):
+    code, line = in_process(cli, bench, *args, "--out", tmp_path / "out")
     assert code == 2 and message in line
     assert not (tmp_path / "out").exists()                        # checked before anything is made
 
@@ -128,8 +123,8 @@ def test_bench_bad_flags_are_one_line(args, message, monkeypatch, capsys, tmp_pa
     (["--device", "tpu"], "unknown --device 'tpu'"),
     (["--threads", "-2"], "--threads must be 0 (the default) or a positive integer, got -2"),
 ])
-def test_evaluate_bad_flags_are_one_line(args, message, monkeypatch, capsys, tmp_path):
-    code, line = in_process(evaluate.main, ["evaluate.py", *args, "--results", str(tmp_path / "r")], monkeypatch, capsys)
+def test_evaluate_bad_flags_are_one_line(args, message, cli, tmp_path):
+    code, line = in_process(cli, evaluate, *args, "--results", tmp_path / "r")
     assert code == 2 and message in line
 
 
@@ -232,8 +227,8 @@ def test_too_short_advice_is_the_callers(tmp_path):
                                "use a checkpoint with a shorter history"
 
 
-def test_data_demo_is_one_line(tmp_path, monkeypatch, capsys):
-    code, line = in_process(data.main, ["data.py", str(tmp_path / "nowhere")], monkeypatch, capsys)
+def test_data_demo_is_one_line(tmp_path, cli):
+    code, line = in_process(cli, data, tmp_path / "nowhere")
     assert code == 2 and line == f"error: video folder '{tmp_path / 'nowhere'}' does not exist: pass --data " \
                                  "synthetic or a folder of .mp4/.webm/.gif files"
 
@@ -255,24 +250,20 @@ def test_curves_skip_corrupt_lines_with_one_warning(tmp_path):
     assert (tmp_path / "results" / "curves.png").stat().st_size > 1000
 
 
-def test_curves_of_runs_without_a_retrieval_curve(tmp_path, monkeypatch, capsys):
+def test_curves_of_runs_without_a_retrieval_curve(tmp_path, cli):
     ar = metrics_run(tmp_path / "ar", [json.dumps({"step": 4, "val": {"chunk_psnr": 12.0, "chunk_ssim": 0.3}})])
-    code, line = in_process(evaluate.main, ["evaluate.py", "--curves", ar, "--results", str(tmp_path)], monkeypatch, capsys)
+    code, line = in_process(cli, evaluate, "--curves", ar, "--results", tmp_path)
     assert code == 2 and line == f"error: --curves: {ar} is a train_ar.py run (next-chunk PSNR, not retrieval): " \
                                  "pass run folders of train_pfp.py"
     early = metrics_run(tmp_path / "early", [json.dumps({"step": 20, "loss": 0.5}),
                                              json.dumps({"step": 40, "val": {"psnr": float("nan")}})])   # diverged
-    monkeypatch.setattr(sys, "argv", ["evaluate.py", "--curves", early, "--results", str(tmp_path)])
-    with pytest.raises(SystemExit) as done:
-        run_main(evaluate.main)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert done.value.code == 2 and err == [f"warning: {early} has no validation PSNR yet (one every --eval_every "
+    code, _, err = cli(evaluate, "--curves", early, "--results", tmp_path)
+    assert code == 2 and err.strip().splitlines() == [f"warning: {early} has no validation PSNR yet (one every --eval_every "
                                             "steps): left out", "error: --curves: no run has a validation PSNR to plot "
                                             "yet: train longer than --eval_every steps"]
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text("{}\n")
-    code, line = in_process(evaluate.main, ["evaluate.py", "--curves", str(metrics), "--results", str(tmp_path)],
-                            monkeypatch, capsys)
+    code, line = in_process(cli, evaluate, "--curves", metrics, "--results", tmp_path)
     assert code == 2 and "is a file, not a run folder" in line
 
 

@@ -24,8 +24,13 @@ def trained_weights(out) -> dict:
     return {f"{part}.{k}": v for part in ("dit", "compressor") for k, v in ckpt[part].items()}
 
 
-def run_training(out, *extra, processes=1, script="train_pfp.py"):
-    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else []
+def run_training(out, *extra, processes=1, script="train_pfp.py", cli=None):
+    """Train under torchrun with `processes` processes, or with `cli` in this process -> its weights."""
+    if cli is not None:
+        code, _, err = cli(script, *FLAGS, *extra, "--out", out)
+        assert code == 0, err[-2000:]
+        return trained_weights(out)
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     done = subprocess.run([sys.executable, *launcher, script, *FLAGS, *extra, "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -37,10 +42,10 @@ def max_difference(a: dict, b: dict) -> float:
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
-def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, cli):
     ddp = run_training(tmp_path / "ddp", "--accum", "1", processes=2)          # 2 processes x 1 micro-batch of 2
-    one = run_training(tmp_path / "one", "--accum", "2")                         # 1 process x 2 micro-batches of 2
-    other = run_training(tmp_path / "other", "--accum", "1")                     # 1 micro-batch of 4: other draws
+    one = run_training(tmp_path / "one", "--accum", "2", cli=cli)               # 1 process x 2 micro-batches of 2
+    other = run_training(tmp_path / "other", "--accum", "1", cli=cli)           # 1 micro-batch of 4: other draws
     initial = {f"dit.{k}": v for k, v in DiT(check(Config(**{**SCALES["tiny"].__dict__, "dim": 32, "depth": 1,
                                                             "heads": 2, "history": 8}))).state_dict().items()}
     moved = max((one[k] - initial[k]).abs().max().item() for k in initial)
@@ -49,10 +54,10 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     assert max_difference(other, one) > 1e-3                      # ... and another batch split draws other data
 
 
-def test_stage_two_under_ddp_matches_one_process(tmp_path):
+def test_stage_two_under_ddp_matches_one_process(tmp_path, cli):
     args = ("--init", "none", "--window", "1", "--split_full", "0.5")
     ddp = run_training(tmp_path / "ddp", *args, "--accum", "1", processes=2, script="train_ar.py")
-    one = run_training(tmp_path / "one", *args, "--accum", "2", script="train_ar.py")
+    one = run_training(tmp_path / "one", *args, "--accum", "2", script="train_ar.py", cli=cli)
     assert max_difference(ddp, one) < 1e-5
 
 
@@ -63,11 +68,9 @@ def test_presets_are_valid_and_their_data_fits_a_gpu_host(name):
     assert name == "paper" or (cfg.train_videos + cfg.val_videos) * clip_bytes < 32 * 2 ** 30
 
 
-def test_bad_batch_split_is_one_line_error():
-    done = subprocess.run([sys.executable, "train_pfp.py", *FLAGS, "--accum", "3"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "--batch 4 must be divisible by processes x --accum = 1 x 3" in done.stderr
+def test_bad_batch_split_is_one_line_error(cli):
+    code, _, err = cli("train_pfp.py", *FLAGS, "--accum", "3")
+    assert code == 2 and "--batch 4 must be divisible by processes x --accum = 1 x 3" in err
 
 
 def test_bf16_autocast_changes_the_arithmetic_not_the_step():
@@ -91,13 +94,15 @@ def test_bf16_autocast_changes_the_arithmetic_not_the_step():
 
 
 def test_bf16_stage_two_keeps_finite_gradients(tmp_path):
-    """On our CPU, oneDNN's bf16 kernels turned stage 2's gradients into NaN at step 5 (this very
-    run); its 6 steps must now stay finite and match fp32's gradient norms to 5%."""
+    """On the CPU where it was found, oneDNN's bf16 kernels turned stage 2's gradients into NaN at
+    step 5 of this run at batch 4 (training.py now runs CPU bf16 without oneDNN). On the CPU of
+    today's CI they no longer do, so this is a plain check: 6 bf16 steps stay finite and match
+    fp32's gradient norms to 5%, at batch 2 (bf16 3D convolutions are slow on a CPU)."""
     import json
     from train_ar import train_ar
     norms = {}
     for dtype in ("fp32", "bf16"):
-        cfg = check(replace(SCALES["tiny"], dtype=dtype, train_videos=16, val_videos=2, steps=6, batch=4, log_every=1,
+        cfg = check(replace(SCALES["tiny"], dtype=dtype, train_videos=16, val_videos=2, steps=6, batch=2, log_every=1,
                             eval_every=100, sample_steps=2))
         train_ar(cfg, str(tmp_path / dtype), "none", quiet=True)
         rows = [json.loads(line) for line in open(tmp_path / dtype / "metrics.jsonl") if '"grad_norm"' in line]
@@ -175,7 +180,7 @@ def test_activation_trace_counts_what_backward_keeps():
 
 
 def test_bench_writes_its_tables_and_curve(tmp_path):
-    done = subprocess.run([sys.executable, "bench.py", "--steps", "1", "--frames", "8", "16", "--repeats", "1",
+    done = subprocess.run([sys.executable, "bench.py", "--scales", "tiny", "--steps", "1", "--frames", "16", "--repeats", "1",
                            "--ratio", "8", "16", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -184,9 +189,10 @@ def test_bench_writes_its_tables_and_curve(tmp_path):
     tiny = blob["training"]["tiny"]
     assert 0.05 < tiny["mfu"] < 1.5 and tiny["flops_per_step"] > 1e9
     tokens = {label: [p["context_tokens"] for p in points] for label, points in blob["ar_cost"].items()}
-    assert tokens["window only"] == [128, 128]                                  # the window alone: constant
-    assert tokens["full history"] == [8 * 64 + 128, 16 * 64 + 128]              # every frame's 64 tokens + window
-    assert tokens["pfp 4x4x2"] == [8 * 64 // 32 + 128, 16 * 64 // 32 + 128]     # 1/32 of them + window
+    assert tokens["window only"] == [128]                                       # the window alone
+    assert tokens["full history"] == [16 * 64 + 128]                            # every frame's 64 tokens + window
+    assert tokens["pfp 4x4x2"] == [16 * 64 // 32 + 128]                         # 1/32 of them + window
+    assert set(blob["ratios"]) == set(tokens) and all(r > 0 for r in blob["ratios"].values())
     assert (tmp_path / "ar_cost.png").stat().st_size > 1000 and "MFU" in (tmp_path / "bench.md").read_text()
 
 
