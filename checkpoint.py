@@ -127,7 +127,7 @@ def load_dit(dit, path: str) -> dict:
         missing, unexpected = dit.load_state_dict(ckpt["dit_ema"], strict=False)
     except RuntimeError:                             # a tensor of another shape
         missing, unexpected = [], ["shape"]
-    new_parts = (".cross.", ".norm_cross.", "caption_encoder.")
+    new_parts = (".cross.", ".norm_cross.", "caption_encoder.", "memory_caption.")
     if unexpected or any(not any(part in k for part in new_parts) for k in missing):
         raise ConfigError(f"--init {path}: its DiT does not match this config (dim/depth/heads/patch/latent, "
                           f"cross_attn or captions differ); pass the flags it was trained with")

@@ -50,6 +50,8 @@ class Config:
                                # text encoder in dit.py, added to the time embedding in adaLN [ours as to form])
     caption_dropout: float = 0.1  # share of training samples whose captions are dropped, so that sampling
                                # without captions still works
+    memory_captions: bool = False  # [ours] memory and window tokens carry the caption of their history frame
+                               # too (adaLN, through a zero-initialised layer), so a caption can find its shot
     # --- the compressor phi (compressor.py) -------------------------------------------------
     compressor: str = "pfp"    # pfp | only_lr | without_lr | large_patchifier | none
     rate: str = "2x2x2"        # h x w x t compression relative to the DiT's token grid
@@ -238,6 +240,8 @@ def check(cfg: Config, rate_must_divide: bool = True) -> Config:
             raise ConfigError(f"--{name} must be {allowed}, got {getattr(cfg, name)}")
     if cfg.device != "cpu" and not cfg.device.startswith("cuda"):
         raise ConfigError(f"unknown --device {cfg.device!r}: choose cpu, cuda or cuda:N")
+    if cfg.memory_captions and not cfg.captions:
+        raise ConfigError("--memory_captions true gives memory tokens their frames' captions: it needs --captions true")
     for name, allowed in CHOICES.items():
         if getattr(cfg, name) not in allowed:
             raise ConfigError(f"unknown --{name} {getattr(cfg, name)!r}: choose from {', '.join(allowed)}")
@@ -271,7 +275,8 @@ def result_fields(cfg: Config, skip=()) -> dict:
     their default, so those caches stay valid."""
     where = ("out", "threads", "device", "eval_every", "log_every", "ckpt_every", "max_bad_steps", "compile", *skip)
     added_later = {"context_cache": False, "accum": 1, "dtype": "fp32", "captions": False, "caption_dropout": 0.1,
-                   "split_return": 0.0, "dit_lr_scale": 1.0, "latent": "lossless", "pca_channels": 4}
+                   "split_return": 0.0, "dit_lr_scale": 1.0, "latent": "lossless", "pca_channels": 4,
+                   "memory_captions": False}
     return {k: v for k, v in asdict(cfg).items()
             if k not in where and not (k in added_later and v == added_later[k])}
 
@@ -296,7 +301,7 @@ FLAG_GROUPS = {   # --help shows the method's knobs first, then our switches, th
                                        "caption_dropout", "cross_attn", "chunk", "window", "mask_noise_min",
                                        "t_shift", "sample_steps", "steps", "batch", "lr", "dit_lr_scale"],
     "[ours] switches": ["pos_bias", "abs_pos", "rope_base", "noise_as_mask", "context_cache", "split_full",
-                        "split_return", "latent", "pca_channels"],
+                        "split_return", "memory_captions", "latent", "pca_channels"],
     "sizes": ["height", "width", "frame_stride", "vae_space", "vae_time", "patch", "dim", "depth", "heads",
               "mlp_ratio", "hr_channels", "hr_blocks"],
     "machinery": ["t_mean", "t_std", "warmup", "weight_decay", "grad_clip", "ema", "seed", "accum", "dtype",

@@ -164,12 +164,12 @@ def cut_back_scores(dit, phi, cfg: Config, gaps: list, n: int = 64, batch: int =
     for gap in gaps:
         data = cut_back_set(cfg, gap, n)
         video, truth = data["video"], data["video"][:, s * vt:]                # truth (B, c*vt, 3, H, W)
-        caption = latent_captions(data["captions"], vt)[:, s:s + cfg.chunk] if cfg.captions else None
+        captions = latent_captions(data["captions"], vt) if cfg.captions else None     # (B, T' + c, L)
         scores = {}
         for name, history in (("model", video), ("swapped", data["other"])):
             gen = torch.Generator().manual_seed(gap)
             got = torch.cat([next_chunk(dit, phi, history[i:i + batch], s, cfg, gen,
-                                        caption=None if caption is None else caption[i:i + batch])[0]
+                                        captions=None if captions is None else captions[i:i + batch])[0]
                              for i in range(0, n, batch)])
             scores[name] = psnr(got, truth).mean(1).tolist()                    # (B,) over the chunk's frames
             if name == "model" and keep:

@@ -10,8 +10,9 @@ the nearby key in every head [ours, as FramePack pools RoPE for packed tokens].
 Each block is adaLN-modulated (DiT) by the noise level of its token's frame; memory tokens are
 clean (t = 0). With cfg.captions, the text condition c of G(x_t, t, c, phi(H)) joins the noise
 level: each noisy frame's caption (storyboard.py) is embedded by a tiny text encoder and added
-to its time embedding. With cfg.cross_attn (the paper's enhancement), every block also
-cross-attends to the memory.
+to its time embedding. With cfg.memory_captions [ours], memory tokens carry their own frame's
+caption the same way, through a zero-initialised layer. With cfg.cross_attn (the paper's
+enhancement), every block also cross-attends to the memory.
 
     python dit.py --scale tiny      # shapes, token counts, parameter count (activation memory: footprint.py)
     python dit.py --scale paper     # the same at the paper's shapes, on the meta device (no memory used)
@@ -188,6 +189,12 @@ class DiT(nn.Module):
         self.initialize_weights()
         # Drawn after every other weight, so those are the same, seed for seed, with and without captions.
         self.caption_encoder = CaptionEncoder(D) if cfg.captions else None
+        # [ours] Memory tokens' captions: the caption embedding through a layer that starts at zero, so
+        # a DiT trained without it loads (strict=False) and computes exactly what it did.
+        self.memory_caption = nn.Linear(D, D) if cfg.memory_captions else None
+        if self.memory_caption is not None:
+            nn.init.zeros_(self.memory_caption.weight)
+            nn.init.zeros_(self.memory_caption.bias)
 
     @torch.no_grad()
     def initialize_weights(self):
@@ -250,7 +257,18 @@ class DiT(nn.Module):
         slopes = self.cfg.pos_bias * 2.0 ** -torch.arange(self.cfg.heads, device=q_pos.device)
         return -slopes[None, :, None, None] * torch.cdist(q_pos, k_pos)[:, None]
 
-    def memory_keys_values(self, memory, memory_pos) -> list:
+    def memory_cond(self, memory, memory_caption):
+        """adaLN conditions (B, M, D) of memory tokens (B, M, D): clean (t = 0), and with
+        cfg.memory_captions the caption of each token's frame, memory_caption (B, M, L) (None: the null caption)."""
+        B, M = memory.shape[:2]
+        cond = self.time_cond(memory.new_zeros(B, 1), M)                      # (B, M, D)
+        if self.memory_caption is None:
+            return cond
+        if memory_caption is None:
+            memory_caption = torch.zeros(B, M, CAPTION_LENGTH, dtype=torch.long, device=memory.device)
+        return cond + self.memory_caption(self.caption_encoder(memory_caption))   # (B, M, D)
+
+    def memory_keys_values(self, memory, memory_pos, memory_caption=None) -> list:
         """The clean memory tokens alone through every block -> each block's (k, v), (B, heads, M, hd).
 
         With --context_cache [ours] memory tokens attend only to each other, so these are exactly
@@ -259,7 +277,7 @@ class DiT(nn.Module):
         B, M = memory.shape[:2]
         pos = memory_pos.to(memory.device).float().expand(B, M, 3)
         x, rope = self.embed(memory, pos)
-        cond = self.time_cond(memory.new_zeros(B, 1), M)                      # (B, M, D): memory is clean
+        cond = self.memory_cond(memory, memory_caption)                       # (B, M, D)
         bias, cache = self.position_bias(pos, pos), []
         for block in self.blocks:
             x, kv = block(x, cond, rope, memory, rope, bias)
@@ -290,7 +308,7 @@ class DiT(nn.Module):
         v = v.reshape(B, Fr, h // p, w // p, C, p, p)
         return v.permute(0, 1, 4, 2, 5, 3, 6).reshape(B, Fr, C, h, w)   # (B, F, C, h, w)
 
-    def forward(self, x_t, t, frame_pos, memory, memory_pos, caption=None):
+    def forward(self, x_t, t, frame_pos, memory, memory_pos, caption=None, memory_caption=None):
         """G(x_t, t, c, phi(H)): one sequence [memory, noisy] (FramePack), full attention.
 
         x_t:        (B, F, C, h, w) noisy latent frames
@@ -299,13 +317,14 @@ class DiT(nn.Module):
         memory:     (B, M, D) memory tokens phi(H) (M may be 0)
         memory_pos: (M, 3) or (B, M, 3) (frame, row, col) centres of the memory tokens
         caption:    optional (B, F, L) caption c of each noisy frame (needs --captions; None: the null caption)
+        memory_caption: optional (B, M, L) caption of each memory token's frame (read with --memory_captions)
         returns     (B, F, C, h, w) predicted velocity eps - x_0
         """
         B, M = x_t.shape[0], memory.shape[1]
         tokens, cond, noisy_pos = self.noisy_tokens(x_t, t, frame_pos, caption)
         pos = torch.cat([memory_pos.to(x_t.device).float().expand(B, M, 3), noisy_pos], dim=1)   # (B, N = M + F*n, 3)
         x, rope = self.embed(torch.cat([memory, tokens], dim=1), pos)          # (B, N, D)
-        cond = torch.cat([self.time_cond(t.new_zeros(B, 1), M), cond], dim=1)  # (B, N, D): memory is clean
+        cond = torch.cat([self.memory_cond(memory, memory_caption), cond], dim=1)   # (B, N, D)
         rope_memory = (rope[0][:, :, :M], rope[1][:, :, :M])
         bias = self.position_bias(pos, pos)                          # (B, heads, N, N) or None
         if self.cfg.context_cache:   # memory never reads the noisy tokens: the same at every Euler step
@@ -317,7 +336,8 @@ class DiT(nn.Module):
 
     def forward_cached(self, x_t, t, frame_pos, memory, memory_pos, cache, caption=None):
         """The same as forward for a model trained with --context_cache [ours], but the noisy tokens
-        run alone: every block reads the memory's (k, v) from cache = memory_keys_values(memory, memory_pos)."""
+        run alone: every block reads the memory's (k, v) from cache = memory_keys_values(memory, memory_pos,
+        memory_caption), which holds the memory's captions too."""
         assert self.cfg.context_cache, "a memory cache is exact only for models trained with --context_cache"
         B, M = x_t.shape[0], memory.shape[1]
         tokens, cond, noisy_pos = self.noisy_tokens(x_t, t, frame_pos, caption)

@@ -39,13 +39,13 @@ from storyboard import format_story, latent_captions, parse_story, storyboard_vi
 SHORT_VIDEO_ADVICE = "use a longer video: the checkpoint fixes the history and frame stride"
 
 
-def with_memory(dit, memory, memory_pos, cfg: Config):
-    """G(x_t, t, frame_pos, caption) reading one memory. With --context_cache the memory's keys and
-    values are computed once here, not at every Euler step."""
+def with_memory(dit, memory, memory_pos, cfg: Config, memory_caption=None):
+    """G(x_t, t, frame_pos, caption) reading one memory (and its tokens' captions, --memory_captions).
+    With --context_cache the memory's keys and values are computed once here, not at every Euler step."""
     if cfg.context_cache:
-        cache = dit.memory_keys_values(memory, memory_pos)
+        cache = dit.memory_keys_values(memory, memory_pos, memory_caption)
         return lambda x, t, pos, caption=None: dit.forward_cached(x, t, pos, memory, memory_pos, cache, caption)
-    return lambda x, t, pos, caption=None: dit(x, t, pos, memory, memory_pos, caption)
+    return lambda x, t, pos, caption=None: dit(x, t, pos, memory, memory_pos, caption, memory_caption)
 
 
 @torch.no_grad()
@@ -108,20 +108,39 @@ def ar_context(dit, phi, video, s: int, cfg: Config) -> tuple:
     return torch.cat([memory, window], 1), torch.cat([memory_pos.expand(B, -1, -1), window_pos], 1)
 
 
+def context_captions(captions, context_pos, s: int, cfg: Config):
+    """[ours, --memory_captions] The clip's latent-frame captions (B, >= s, L) and the positions of
+    ar_context's tokens (B, N, 3) -> (B, N, L): each token takes the caption of the history frame
+    its centre lies in (ar_context counts from the present: frame f sits at f + T' - s)."""
+    frame = (context_pos[..., 0] - (cfg.latent_frames - s) + 1e-3).floor().long().clamp(0, s - 1)   # (B, N)
+    return captions[torch.arange(len(captions), device=captions.device)[:, None], frame]            # (B, N, L)
+
+
+def chunk_and_context_captions(captions, context_pos, s: int, cfg: Config) -> tuple:
+    """The clip's latent-frame captions (B, >= s + c, L) or None -> (the chunk's (B, c, L), the
+    context tokens' (B, N, L) with --memory_captions, else None)."""
+    if captions is None:
+        return None, None
+    chunk = captions[:, s:s + cfg.chunk]
+    return chunk, context_captions(captions, context_pos, s, cfg) if cfg.memory_captions else None
+
+
 def chunk_positions(batch: int, cfg: Config, device) -> torch.Tensor:
     """(B, c) latent-frame positions of the chunk being generated: right after the present."""
     return (cfg.latent_frames + torch.arange(cfg.chunk, device=device)).expand(batch, cfg.chunk)
 
 
 @torch.no_grad()
-def next_chunk(dit, phi, video, s: int, cfg: Config, generator=None, on_step=None, caption=None) -> tuple:
-    """Sample the chunk after split point s from noise with Euler, seeing only ar_context and the
-    chunk's captions (B, c, L) if given (--captions). video (B, >= s*vt, 3, H, W) ->
+def next_chunk(dit, phi, video, s: int, cfg: Config, generator=None, on_step=None, captions=None) -> tuple:
+    """Sample the chunk after split point s from noise with Euler, seeing only ar_context and, with
+    --captions, the clip's latent-frame captions (B, >= s + c, L): the chunk's, and with
+    --memory_captions the history's. video (B, >= s*vt, 3, H, W) ->
     (chunk (B, c*vt, 3, H, W) in [-1, 1], context tokens used)."""
     B, c = video.shape[0], cfg.chunk
     context, context_pos = ar_context(dit, phi, video, s, cfg)               # (B, N_ctx, D), (B, N_ctx, 3)
     frame_pos = chunk_positions(B, cfg, video.device)
-    G = with_memory(dit, context, context_pos, cfg)
+    caption, memory_caption = chunk_and_context_captions(captions, context_pos, s, cfg)
+    G = with_memory(dit, context, context_pos, cfg, memory_caption)
 
     def velocity(x, t):
         if on_step:
@@ -143,8 +162,8 @@ def generate(dit, phi, prompt, chunks: int, cfg: Config, generator=None, progres
     for _ in tqdm(range(chunks), desc="chunks", disable=not progress):
         steps_bar.reset()
         s = video.shape[1] // cfg.vae_time
-        caption = None if story is None else latent_captions(story, cfg.vae_time)[:, s:s + cfg.chunk]   # (B, c, L)
-        chunk, n_context = next_chunk(dit, phi, video, s, cfg, generator, steps_bar.update, caption)
+        captions = None if story is None else latent_captions(story, cfg.vae_time)      # (B, T', L)
+        chunk, n_context = next_chunk(dit, phi, video, s, cfg, generator, steps_bar.update, captions)
         video = torch.cat([video, chunk], dim=1)                             # the history grows by one chunk
         used.append(n_context)
     steps_bar.close()

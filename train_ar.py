@@ -44,7 +44,7 @@ from storyboard import cut_back_frames, latent_captions
 from checkpoint import RunFolder, load_dit, read_checkpoint
 from footprint import check_training_fits
 from plot import save_rows_png
-from sample import ar_context, chunk_positions, next_chunk
+from sample import ar_context, chunk_and_context_captions, chunk_positions, next_chunk
 from training import (Logbook, accumulate_gradients, fit_latent, interruptible, latent_ceiling, latent_line, make_optimizer,
                       micro_batch_size, optimizer_step, process_videos, random_batch, start_run, training_objective)
 
@@ -56,30 +56,27 @@ def split_points(cfg: Config) -> list:
     return list(range(rt, cfg.latent_frames + 1, rt))
 
 
-def ar_loss(dit, phi, video, s: int, caption, cfg: Config):
+def ar_loss(dit, phi, video, s: int, captions, cfg: Config):
     """L_ar for long videos (B, (T' + c)*vt, 3, H, W) cut at s -> (loss, per-sample loss, t).
-    caption: the chunk's captions c (B, c, L), or None (a world without captions)."""
+    captions: the clips' latent-frame captions (B, T' + c, L), or None (a world without captions):
+    the chunk reads its own c, and with --memory_captions the context tokens their frames'."""
     B, c, vt = video.shape[0], cfg.chunk, cfg.vae_time
     context, context_pos = ar_context(dit, phi, video, s, cfg)               # (B, N_ctx, D), (B, N_ctx, 3)
+    caption, memory_caption = chunk_and_context_captions(captions, context_pos, s, cfg)   # (B, c, L), (B, N_ctx, L)
     x0 = dit.latent.encode(video[:, s * vt:(s + c) * vt])                    # (B, c, C, h, w) the next chunk
     t = sample_t(B, cfg.t_mean, cfg.t_std, cfg.t_shift).to(video.device)    # (B,)
     eps = torch.randn_like(x0)
     v = dit(add_noise(x0, eps, t), t[:, None].expand(B, c), chunk_positions(B, cfg, video.device), context, context_pos,
-            caption=caption)
+            caption=caption, memory_caption=memory_caption)
     per_sample = (v - velocity_target(x0, eps)).pow(2).mean(dim=(1, 2, 3, 4))   # (B,) the chunk only
     return per_sample.mean(), per_sample.detach(), t
-
-
-def chunk_captions(captions, s: int, cfg: Config):
-    """Frame captions (B, T, L) or None -> the captions of the chunk after split s, (B, c, L) or None."""
-    return None if captions is None else latent_captions(captions, cfg.vae_time)[:, s:s + cfg.chunk]
 
 
 def evaluate_next_chunk(dit, phi, val, cfg: Config, batch: int = 32, captions=None) -> dict:
     """PSNR/SSIM of the chunk after the whole history (s = T'), one sample per validation video."""
     s, vt, gen = cfg.latent_frames, cfg.vae_time, torch.Generator().manual_seed(1234)
-    caption = chunk_captions(captions, s, cfg)
-    got = torch.cat([next_chunk(dit, phi, val[i:i + batch], s, cfg, gen, caption=caption if caption is None else caption[i:i + batch])[0]
+    captions = None if captions is None else latent_captions(captions, vt)   # (V, T' + c, L)
+    got = torch.cat([next_chunk(dit, phi, val[i:i + batch], s, cfg, gen, captions=captions if captions is None else captions[i:i + batch])[0]
                      for i in range(0, len(val), batch)])
     truth = val[:, s * vt:(s + cfg.chunk) * vt]                              # (V, c*vt, 3, H, W)
     return {"chunk_psnr": psnr(got, truth).mean().item(), "chunk_ssim": ssim(got, truth).mean().item()}
@@ -150,8 +147,8 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
         splits = split_points(cfg)
 
         def draw(i):
-            """Micro-batch i: (b, T + c, 3, H, W) clips, one split point s for all of them, and the
-            chunk's captions (b, c, L) (caption dropout applied) or None."""
+            """Micro-batch i: (b, T + c, 3, H, W) clips, one split point s for all of them, and their
+            latent-frame captions (b, T' + c, L) (caption dropout applied) or None."""
             s = splits[torch.randint(len(splits), ()).item()]
             if torch.rand(()) < cfg.split_full:                          # ... or after the whole history
                 s = cfg.latent_frames
@@ -162,7 +159,7 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
                 back = pool[(returns[pool] >= s) & (returns[pool] < s + cfg.chunk)]
                 pool = back if len(back) else pool                            # every clip returns there
             rows = pool[torch.randint(len(pool), (micro,), device=pool.device)]
-            caption = chunk_captions(None if captions is None else captions["train"][rows], s, cfg)
+            caption = None if captions is None else latent_captions(captions["train"][rows], cfg.vae_time)
             caption = None if caption is None else drop_captions(caption, cfg.caption_dropout)
             return random_batch(train_videos, pools[i], micro, cfg, rows), s, caption
 
@@ -191,7 +188,7 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
         final = evaluate_next_chunk(ema_dit, ema_phi, val, cfg, captions=captions and captions["val"])
         s, vt, c = cfg.latent_frames, cfg.vae_time, cfg.chunk
         got = next_chunk(ema_dit, ema_phi, val[:4], s, cfg, torch.Generator().manual_seed(0),
-                         caption=chunk_captions(captions and captions["val"][:4], s, cfg))[0]   # (4, c*vt, 3, H, W)
+                         captions=captions and latent_captions(captions["val"][:4], vt))[0]   # (4, c*vt, 3, H, W)
         rows = [row for v, g in zip(val[:4], got) for row in (v[(s - 2) * vt:(s + c) * vt], torch.cat([v[(s - 2) * vt:s * vt], g]))]
         save_rows_png(rows, os.path.join(out, "next_chunk.png"))
         summary = {"name": name, "stage": 2, "init": init, "init_origin": origin, "compressor": cfg.compressor,

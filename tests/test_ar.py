@@ -187,27 +187,28 @@ def test_cut_back_frames_are_read_off_the_captions():
 
 def test_storyboard_stage_two_splits_where_the_chunk_cuts_back_and_reads_its_captions(tmp_path, monkeypatch):
     """--split_return 1: every micro-batch's chunk holds the cut back to the opening shot, and the
-    chunk's captions reach the DiT (its caption encoder learns)."""
+    captions reach the DiT: the chunk's (its caption encoder learns) and, with --memory_captions,
+    the memory's (its layer leaves zero)."""
     import train_ar
     from data import TRAIN_SEED_OFFSET
     from storyboard import cut_back_frames, storyboard_videos
-    cfg = check(replace(SMALL, data="storyboard", captions=True, caption_dropout=0.0, split_return=1.0, steps=4,
+    cfg = check(replace(SMALL, data="storyboard", captions=True, memory_captions=True, caption_dropout=0.0, split_return=1.0, steps=4,
                         batch=4, train_videos=12, val_videos=2, eval_every=1000, log_every=1, ckpt_every=1000))
     stories = storyboard_videos([TRAIN_SEED_OFFSET + j for j in range(12)], cfg.history + cfg.chunk, cfg.height)
     seen, loss = [], train_ar.ar_loss
 
-    def recording(dit, phi, video, s, caption, cfg):
-        seen.append((video.clone(), s, caption.clone()))
-        return loss(dit, phi, video, s, caption, cfg)
+    def recording(dit, phi, video, s, captions, cfg):
+        seen.append((video.clone(), s, captions.clone()))
+        return loss(dit, phi, video, s, captions, cfg)
     monkeypatch.setattr(train_ar, "ar_loss", recording)
     train_ar.train_ar(cfg, str(tmp_path), "none", quiet=True)
     for video, s, caption in seen:
         for v, c in zip(video, caption):
             j = next(j for j in range(12) if torch.equal(stories["video"][j], v))
             back = cut_back_frames(stories["captions"][j:j + 1]).item()
-            assert s <= back < s + cfg.chunk and torch.equal(c, stories["captions"][j, s:s + cfg.chunk])
+            assert s <= back < s + cfg.chunk and torch.equal(c, stories["captions"][j])   # vae_time 1: frames
     weights = torch.load(tmp_path / "ckpt.pt", weights_only=True)["dit"]
-    assert weights["caption_encoder.mlp.2.weight"].abs().sum() > 0
+    assert weights["caption_encoder.mlp.2.weight"].abs().sum() > 0 and weights["memory_caption.weight"].abs().sum() > 0
 
 
 def test_generate_follows_a_written_story(tmp_path, cli):

@@ -135,3 +135,78 @@ def test_drop_captions_drops_about_p_of_the_samples():
     assert (gone | kept).all() and abs(gone.float().mean().item() - 0.3) < 0.03
     assert torch.equal(dropped, drop_captions(caption, 0.3, torch.Generator().manual_seed(0)))   # seeded
     assert torch.equal(drop_captions(caption, 0.0), caption) and (drop_captions(caption, 1.0) == 0).all()
+
+
+# --- [ours] --memory_captions: memory tokens carry their own frame's caption ---------------------
+def memory_captions(tokens: int = 5) -> torch.Tensor:
+    """(2, M, L): the caption of each memory token's frame, a cut halfway."""
+    a, b = encode_caption("red stripes, blue disc"), encode_caption("green dots, white cross")
+    return torch.stack([torch.stack([a] * tokens), torch.stack([a] * (tokens // 2) + [b] * (tokens - tokens // 2))])
+
+
+def test_memory_captions_start_as_no_op_then_change_what_memory_says():
+    """A DiT trained with captions loads into one with --memory_captions and computes exactly what
+    it did; once the new layer has learned, a memory token's caption changes the output, and the
+    gradient reaches that layer from step zero."""
+    torch.manual_seed(0)
+    plain = DiT(replace(SMALL, captions=True))
+    args = inputs(perturbed(plain))
+    torch.nn.init.normal_(plain.caption_encoder.mlp[-1].weight, std=0.1)
+    with_memory = DiT(replace(SMALL, captions=True, memory_captions=True))
+    missing, unexpected = with_memory.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and sorted(missing) == ["memory_caption.bias", "memory_caption.weight"]
+    expected = plain(*args, caption=captions())
+    assert torch.equal(with_memory(*args, caption=captions(), memory_caption=memory_captions()), expected)
+    with_memory(*args, caption=captions(), memory_caption=memory_captions()).square().mean().backward()
+    assert with_memory.memory_caption.weight.grad.abs().max() > 0
+    torch.nn.init.normal_(with_memory.memory_caption.weight, std=0.1)
+    swapped = memory_captions().flip(0)
+    changed = with_memory(*args, caption=captions(), memory_caption=swapped) - with_memory(*args, caption=captions(),
+                                                                                          memory_caption=memory_captions())
+    assert changed.abs().max() > 1e-3
+    null = torch.zeros_like(memory_captions())                          # no memory captions = the null caption
+    assert torch.equal(with_memory(*args, caption=captions()), with_memory(*args, caption=captions(), memory_caption=null))
+
+
+def test_context_cache_holds_the_memory_captions():
+    cfg = replace(SMALL, context_cache=True, captions=True, memory_captions=True)
+    torch.manual_seed(0)
+    dit = DiT(cfg)
+    perturbed(dit)
+    torch.nn.init.normal_(dit.caption_encoder.mlp[-1].weight, std=0.1)
+    torch.nn.init.normal_(dit.memory_caption.weight, std=0.1)
+    x, memory, memory_pos = torch.randn(2, 3, 12, 16, 16), torch.randn(2, 5, 32), torch.rand(5, 3) * 8
+    args = (x, torch.full((2, 3), 0.6), torch.tensor([[1, 5, 9]] * 2), memory, memory_pos)
+    cache = dit.memory_keys_values(memory, memory_pos, memory_captions())
+    assert torch.allclose(dit.forward_cached(*args, cache, captions()),
+                          dit(*args, caption=captions(), memory_caption=memory_captions()), atol=1e-5)
+
+
+@pytest.mark.parametrize("rate, window", [("1x1x1", 2), ("2x2x2", 2), ("2x2x2", 0)])
+def test_each_context_token_takes_the_caption_of_its_frame(rate, window):
+    """ar_context's memory tokens and window tokens, at every split point: the caption each gets is
+    the one of the history frame it summarises (a 2-frame token: the first of its two)."""
+    from compressor import Compressor
+    from sample import ar_context, context_captions
+    cfg = check(replace(SMALL, compressor="only_lr", rate=rate, window=window, captions=True, memory_captions=True))
+    dit, phi = DiT(cfg), Compressor(cfg)
+    video = torch.rand(1, cfg.history + cfg.chunk, 3, cfg.height, cfg.width) * 2 - 1
+    frames = torch.arange(cfg.latent_frames + cfg.chunk)                       # a caption id per frame: its index
+    captions = torch.zeros(1, len(frames), CAPTION_LENGTH, dtype=torch.long)
+    captions[0, :, 0] = frames + 1
+    per_frame = cfg.token_grid[1] * cfg.token_grid[2]
+    rt = cfg.rate_hwt[2]
+    for s in range(rt, cfg.latent_frames + 1, rt):
+        _, pos = ar_context(dit, phi, video, s, cfg)
+        got = context_captions(captions, pos, s, cfg)[0, :, 0] - 1             # (N,) the frame each token read
+        memory = per_frame // (cfg.rate_hwt[0] * cfg.rate_hwt[1]) * (s // rt)  # memory tokens, then the window's
+        first = torch.arange(0, s, rt).repeat_interleave(memory // (s // rt))  # memory: frame-major groups
+        w = min(window, s)
+        recent = torch.arange(s - w, s).repeat_interleave(per_frame)
+        assert torch.equal(got, torch.cat([first, recent])), (rate, s)
+
+
+def test_memory_captions_need_captions():
+    from config import ConfigError
+    with pytest.raises(ConfigError, match="--memory_captions true .* needs --captions true"):
+        check(replace(SMALL, memory_captions=True))
