@@ -159,9 +159,9 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
                 back = pool[(returns[pool] >= s) & (returns[pool] < s + cfg.chunk)]
                 pool = back if len(back) else pool                            # every clip returns there
             rows = pool[torch.randint(len(pool), (micro,), device=pool.device)]
-            caption = None if captions is None else latent_captions(captions["train"][rows], cfg.vae_time)
-            caption = None if caption is None else drop_captions(caption, cfg.caption_dropout)
-            return random_batch(train_videos, pools[i], micro, cfg, rows), s, caption
+            clip_captions = None if captions is None else drop_captions(latent_captions(captions["train"][rows], cfg.vae_time),
+                                                                        cfg.caption_dropout)
+            return random_batch(train_videos, pools[i], micro, cfg, rows), s, clip_captions
 
         models = {"dit": dit, "compressor": phi, "dit_ema": ema_dit, "compressor_ema": ema_phi}
         book = Logbook(out, cfg, 2, models, optimizer, schedule, main_process, say, tokens_per_step,
