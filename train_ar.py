@@ -94,9 +94,9 @@ def init_models(cfg: Config, init: str) -> tuple:
     same_phi = all(getattr(old, k) == getattr(cfg, k) for k in ("compressor", "rate", "hr_channels", "hr_blocks"))
     if same_phi:
         phi.load_state_dict(ckpt["compressor_ema"])
-        return dit, phi, f"stage 1 {init} (step {ckpt['step']}): DiT and {cfg.compressor} compressor"
+        return dit, phi, f"stage {ckpt.get('stage', 1)} {init} (step {ckpt['step']}): DiT and {cfg.compressor} compressor"
     phi.init_from_patchifier(dit.patchify.weight, dit.patchify.bias)
-    return dit, phi, (f"stage 1 {init} (step {ckpt['step']}): DiT only; a fresh {cfg.compressor} {cfg.rate} "
+    return dit, phi, (f"stage {ckpt.get('stage', 1)} {init} (step {ckpt['step']}): DiT only; a fresh {cfg.compressor} {cfg.rate} "
                       f"compressor from its patchifier (the checkpoint's is {old.compressor} {old.rate})")
 
 
