@@ -333,8 +333,9 @@ def add_config_flags(parser: argparse.ArgumentParser):
 
 
 def config_from_args(args: argparse.Namespace, rate_must_divide: bool = True, base: dict = None) -> Config:
-    """The preset named by --scale (or `base`, e.g. a checkpoint's config), then every flag given."""
-    values = dict(base) if base else asdict(SCALES[args.scale])
+    """The preset named by --scale (or `base`, e.g. a checkpoint's config, whose missing fields,
+    added after it was saved, take their defaults), then every flag given."""
+    values = {**asdict(Config()), **base} if base else asdict(SCALES[args.scale])
     values.update({k: v for k, v in vars(args).items() if k in values and v is not None})
     return check(Config(**values), rate_must_divide)
 

@@ -133,3 +133,18 @@ def test_every_flag_explains_itself_in_help(cli):
 def test_evaluate_negative_steps_is_one_line_exit_2(cli):
     code, _, err = cli("evaluate.py", "--steps", "-3")
     assert code == 2 and err.strip() == "error: --steps must be 0 (the default) or a positive integer, got -3"
+
+
+def test_a_flag_newer_than_the_checkpoint_is_applied_not_dropped():
+    """A stage-2 run starts from its checkpoint's config; a field added to Config after that
+    checkpoint was saved takes its default, and a flag that sets it is applied, not ignored."""
+    import argparse
+    from dataclasses import asdict
+    from config import SCALES, add_config_flags, config_from_args
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser)
+    old = {**asdict(SCALES["tiny"]), "captions": True}
+    del old["memory_captions"], old["dit_lr_scale"]                  # saved before these fields existed
+    cfg = config_from_args(parser.parse_args(["--memory_captions", "true"]), base=old)
+    assert cfg.memory_captions and cfg.captions and cfg.dit_lr_scale == 1.0
+    assert not config_from_args(parser.parse_args([]), base=old).memory_captions
