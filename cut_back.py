@@ -64,11 +64,12 @@ ROWS = [Row("pfp 2x2x2", "2x2x2", "pfp", "2x2x2", False),
 STEPS = {"base": 450, "stage1": 1000, "stage2": 450}   # the measured recipe (results/storyboard_recall.md)
 
 
-def story_config(scale: str, **changes) -> Config:
-    """The preset on the storyboard world, with captions, no distance bias, and 80% of stage-2
-    micro-batches ending where a story cuts back [ours]."""
+def story_config(scale: str, memory_captions: bool = True, **changes) -> Config:
+    """The preset on the storyboard world, with captions, no distance bias, 80% of stage-2
+    micro-batches ending where a story cuts back [ours], and memory tokens that carry their
+    frames' captions [ours] (results/storyboard_recall.md measures both)."""
     return check(replace(SCALES[scale], data="storyboard", captions=True, pos_bias=0.0, split_return=0.8,
-                         val_videos=8, eval_every=10**9, **changes))
+                         memory_captions=memory_captions, val_videos=8, eval_every=10**9, **changes))
 
 
 def folder(runs: str, name: str, cfg: Config, *extra) -> str:

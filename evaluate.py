@@ -162,16 +162,19 @@ def markdown(rows, title, references=None, floors=None) -> str:
     base = next((r for r in rows if r["compressor"] == "large_patchifier"), None)
     lines = [f"### {title}", "", f"Data: {rows[0]['data_split']}; {rows[0]['steps']} steps, batch "
              f"{rows[0]['config']['batch']}, seed {rows[0]['config']['seed']} for every row.", "",
-             "| Row | memory tokens | PSNR | no network: mean frame / pooled | SSIM | ST-LPIPS | PSNR first / last third | "
-             "train min | PSNR - LP (ours) | paper PSNR | paper SSIM | paper LPIPS | PSNR - LP (paper) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| Row | memory tokens | PSNR | no network: mean frame / pooled | latent ceiling | SSIM | ST-LPIPS | "
+             "PSNR first / last third | train min | PSNR - LP (ours) | paper PSNR | paper SSIM | paper LPIPS | "
+             "PSNR - LP (paper) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         paper = r["paper"] or (None, None, None)
         ours_gap = r["psnr"] - base["psnr"] if base else None
         paper_gap = paper[0] - 12.93 if paper[0] is not None else None
         floor = (floors or {}).get(r["rate"])
         floor = f"{floor['mean_frame']:.2f} / {floor['pooled']:.2f}" if floor else "n/a"
-        lines.append(f"| {r['label']} | {r['memory_tokens']} | {r['psnr']:.2f} | {floor} | {r['ssim']:.3f} | {fmt(r['lpips'], '.3f')} | "
+        ceiling = r.get("latent_ceiling_psnr")                          # None: the lossless latent, exact
+        ceiling = "exact" if ceiling is None else f"{ceiling:.2f}"
+        lines.append(f"| {r['label']} | {r['memory_tokens']} | {r['psnr']:.2f} | {floor} | {ceiling} | {r['ssim']:.3f} | "
+                     f"{fmt(r['lpips'], '.3f')} | "
                      f"{r['psnr_first']:.2f} / {r['psnr_last']:.2f} | {r['train_seconds'] / 60:.1f} | "
                      f"{fmt(ours_gap, '+.2f')} | {fmt(paper[0], '.2f')} | {fmt(paper[1], '.3f')} | "
                      f"{fmt(paper[2], '.3f')} | {fmt(paper_gap, '+.2f')} |")
@@ -271,6 +274,12 @@ def main():
                              "beside the from-scratch table1.md")
     parser.add_argument("--base_steps", type=int, default=BASE_STEPS,
                         help=f"--from_base: training steps of the base (default {BASE_STEPS})")
+    parser.add_argument("--latent", default="lossless", choices=["lossless", "pca"],
+                        help="the latent every row (and the base) works in [ours]: lossless cells, or a --pca_channels "
+                             "PCA bottleneck that the HR branch bypasses; pca writes table1_pca.md / table1_base_pca.md, "
+                             "its reconstruction ceiling beside every row (default lossless)")
+    parser.add_argument("--pca_channels", type=int, default=SCALES["tiny"].pca_channels,
+                        help=f"--latent pca: channels per latent cell (default {SCALES['tiny'].pca_channels})")
     parser.add_argument("--seed", type=seed_int, default=None, help="seed of every row (and of the base; default the preset's)")
     parser.add_argument("--runs", default=os.path.join("runs", "table1"), help="cache of trained rows (default runs/table1)")
     parser.add_argument("--results", default="results", help="where the tables and figures go (default results)")
@@ -285,6 +294,9 @@ def main():
                         help="instead of Table 1: recall after a cut back in the storyboard world (cut_back.py): "
                              "trains the base, stage 1 and stage 2 of every row into <runs> (default runs/recall_story), "
                              "then scores them; with --quick four rows and gaps 3 and 6 (~28 min on 2 cores)")
+    parser.add_argument("--memory_captions", default="true", choices=["true", "false"],
+                        help="--recall: memory and window tokens carry their own frames' captions [ours] "
+                             "(default true; false trains the rows without them)")
     parser.add_argument("--cut_back", nargs="+", default=None, metavar="[LABEL=]RUN",
                         help="instead of the table: score these train_ar.py run folders (--data storyboard) after a cut "
                              "back; the claims read the labels 'full history ...', 'pfp 2x2x2', 'window only', "
@@ -335,7 +347,7 @@ def main():
     if args.recall:
         runs = args.runs if args.runs != parser.get_default("runs") else os.path.join("runs", "recall_story")
         writable_folder(runs, "--runs")
-        cfg = cut_back.story_config(args.scale, threads=args.threads, device=args.device)
+        cfg = cut_back.story_config(args.scale, args.memory_captions == "true", threads=args.threads, device=args.device)
         return cut_back.run(cfg, args.quick, runs, args.results, command, args.stories, args.workers)
     if args.objects:
         cfg = check(replace(SCALES[args.scale], steps=args.steps or SCALES[args.scale].steps, threads=args.threads,
@@ -362,7 +374,8 @@ def main():
     jobs, data, bases = [], {}, {} if args.from_base else None
     for source, _, _, n, rows in tables:
         base = check(replace(preset, data=source, steps=n, eval_every=n + 1, threads=args.threads, device=args.device,
-                             seed=preset.seed if args.seed is None else args.seed))
+                             seed=preset.seed if args.seed is None else args.seed, latent=args.latent,
+                             pca_channels=args.pca_channels))
         data[source] = load_videos(base)                                   # (train, val, description)
         jobs += [(row, check(replace(base, compressor=row.compressor, rate=row.rate, omega=row.omega))) for row in rows]
         if args.from_base:
@@ -372,7 +385,7 @@ def main():
         run_rows(jobs[i::n], data, args.runs, bases)
         return
     summaries = run_rows(jobs, data, args.runs, bases)
-    name = "table1_base" if args.from_base else "table1"
+    name = ("table1_base" if args.from_base else "table1") + ("_pca" if args.latent == "pca" else "")
 
     os.makedirs(args.results, exist_ok=True)
     start = (f"Every row starts from a base video model ({args.base_steps} full-history steps of train_ar.py on the "

@@ -127,6 +127,14 @@ def test_the_table_shows_the_no_network_floors_beside_each_row():
     assert "| Proposed 4x4x2 | 32 | 15.50 | 14.38 / 15.43 |" in text
 
 
+def test_the_table_shows_the_latent_ceiling_beside_each_row():
+    """A row in the PCA latent shows the ceiling its latent sets; a lossless row says exact."""
+    rows = [fake_summary("Only LR 4x4x2", "only_lr", "4x4x2", 13.0), fake_summary("Proposed 4x4x2", "pfp", "4x4x2", 15.5)]
+    rows[1]["latent_ceiling_psnr"] = 20.71
+    text = evaluate.markdown(rows, "Synthetic")
+    assert "| Only LR 4x4x2 | 32 | 13.00 | n/a | exact |" in text and "| Proposed 4x4x2 | 32 | 15.50 | n/a | 20.71 |" in text
+
+
 def test_rows_from_a_base_start_from_it_and_are_cached_apart(tmp_path, monkeypatch):
     cfg, calls = replace(SCALES["tiny"], steps=5), []
 
