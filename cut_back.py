@@ -237,21 +237,27 @@ def claims(table: dict, gaps: list, window: int) -> list:
 
 def report(rows: list, gaps: list, n: int, results: str, command: str) -> dict:
     """cut_back_scores for each (label, train_ar.py run folder) -> <results>/cut_back.md, .json,
-    .png (gap 6 or the first gap, four stories) and .gif (the story playing, truth above each row)."""
+    .png (gap 6 or the first gap, four stories) and .gif (the story playing, truth above each row).
+    A row of several runs "RUN,RUN" (seeds of one recipe) scores the mean of their PSNRs per story,
+    so its intervals and claims are over the seeds too; its pictures are the first run's."""
     table, pictures = {}, {}
-    for label, run in tqdm(rows, desc="scoring rows", position=0):
-        path = run if os.path.isfile(run) else os.path.join(run, "ckpt.pt")     # a run folder or its ckpt.pt
-        cfg, dit, phi, stage = load_checkpoint(path)
-        if stage != 2 or cfg.data != "storyboard":
-            raise ConfigError(f"--cut_back: {run} is not a train_ar.py run on --data storyboard (stage {stage}, "
-                              f"--data {cfg.data})")
-        if max(gaps) > cfg.history or min(gaps) < 2:
-            raise ConfigError(f"--gaps must lie in [2, {cfg.history}] (the history), got {gaps}")
-        scores = scored(path, dit, phi, cfg, gaps, n)
-        pictures[label] = {gap: scores[gap].pop("frames") for gap in gaps}
+    for label, runs in tqdm(rows, desc="scoring rows", position=0):
+        seeds = []
+        for run in runs.split(","):                   # RUN,RUN,...: seeds of one row, averaged per story
+            path = run if os.path.isfile(run) else os.path.join(run, "ckpt.pt")     # a run folder or its ckpt.pt
+            cfg, dit, phi, stage = load_checkpoint(path)
+            if stage != 2 or cfg.data != "storyboard":
+                raise ConfigError(f"--cut_back: {run} is not a train_ar.py run on --data storyboard (stage {stage}, "
+                                  f"--data {cfg.data})")
+            if max(gaps) > cfg.history or min(gaps) < 2:
+                raise ConfigError(f"--gaps must lie in [2, {cfg.history}] (the history), got {gaps}")
+            seeds.append(scored(path, dit, phi, cfg, gaps, n))
+        pictures[label] = {gap: seeds[0][gap].pop("frames") for gap in gaps}
+        scores = {gap: {key: torch.tensor([s[gap][key] for s in seeds]).mean(0).tolist() for key in seeds[0][gap]
+                        if key != "frames"} for gap in gaps}
         with torch.no_grad():
             tokens = ar_context(dit, phi, cut_back_set(cfg, gaps[0], 1)["video"], cfg.latent_frames, cfg)[0].shape[1]
-        table[label] = {"run": run, "context": f"{cfg.compressor} {cfg.rate} + window {cfg.window}",
+        table[label] = {"run": runs, "seeds": len(seeds), "context": f"{cfg.compressor} {cfg.rate} + window {cfg.window}",
                         "context_tokens": tokens, "scores": scores}
     lines = ["# Recall after a cut back (storyboard world)\n", f"Measured with `{command}`: {n} stories per gap. "
              "Whole-chunk PSNR in dB. *Over chance* and *memory use* are paired per story, with 95% intervals: chance "

@@ -297,9 +297,9 @@ def main():
     parser.add_argument("--memory_captions", default="true", choices=["true", "false"],
                         help="--recall: memory and window tokens carry their own frames' captions [ours] "
                              "(default true; false trains the rows without them)")
-    parser.add_argument("--cut_back", nargs="+", default=None, metavar="[LABEL=]RUN",
+    parser.add_argument("--cut_back", nargs="+", default=None, metavar="[LABEL=]RUN[,RUN...]",
                         help="instead of the table: score these train_ar.py run folders (--data storyboard) after a cut "
-                             "back; the claims read the labels 'full history ...', 'pfp 2x2x2', 'window only', "
+                             "back; RUN,RUN (seeds of one row) scores their per-story mean; the claims read the labels 'full history ...', 'pfp 2x2x2', 'window only', "
                              "'pfp without pretrain', 'only LR 2x2x2', 'large patchifier 2x2x2'")
     parser.add_argument("--gaps", type=int, nargs="+", default=[3, 6, 10, 16],
                         help="--cut_back: frames between the shot's last sight and its return (default 3 6 10 16)")

@@ -104,6 +104,15 @@ def test_cut_back_report_scores_a_storyboard_run_and_refuses_others(tmp_path):
         patch.setattr(cut_back, "cut_back_scores", lambda *a, **k: pytest.fail("scored again"))
         again = cut_back.report([("full history", str(tmp_path / "run"))], [3, 8], 6, str(tmp_path / "results"), "test")
     assert again["full history"]["scores"] == table["full history"]["scores"]
+    train_ar(replace(cfg, seed=1), str(tmp_path / "seed1"), "none", quiet=True)     # a row of two seeds: per-story means
+    one = cut_back.report([("b", str(tmp_path / "seed1"))], [3, 8], 6, str(tmp_path / "results"), "test")["b"]["scores"]
+    both = cut_back.report([("two", f"{tmp_path / 'run'},{tmp_path / 'seed1'}")], [3, 8], 6, str(tmp_path / "results"),
+                           "test")["two"]["scores"]
+    for gap in (3, 8):
+        for key in ("model", "swapped"):
+            want = [(a + b) / 2 for a, b in zip(scores[gap][key], one[gap][key])]
+            assert one[gap][key] != scores[gap][key] and both[gap][key] == pytest.approx(want, abs=1e-5)
+        assert both[gap]["chance"] == pytest.approx(scores[gap]["chance"])
     train(replace(cfg, compressor="pfp", rate="2x2x2"), str(tmp_path / "s1"), quiet=True)
     with pytest.raises(ConfigError, match="not a train_ar.py run on --data storyboard"):
         cut_back.report([("s1", str(tmp_path / "s1"))], [3], 2, str(tmp_path / "results"), "test")
