@@ -33,6 +33,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from collections import namedtuple
@@ -338,7 +339,7 @@ def main():
             what = "is a file, not a run folder" if os.path.isfile(missing[0]) else "holds no metrics.jsonl"
             fail(f"--curves: {missing[0]!r} {what}; pass run folders of train_pfp.py")
         return learning_curves(args.curves, os.path.join(args.results, "curves.png"))
-    command = f"python {' '.join(sys.argv)}"
+    command = shlex.join(["python", *sys.argv])
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.cut_back:
