@@ -18,7 +18,7 @@ of storyboard clips, as the paper starts from a pretrained video DiT):
     window only             the base DiT, the last --window frames only, stage 2
   and with --full: pfp 4x4x2, only LR 2x2x2 and the large patchifier 2x2x2, each as pfp 2x2x2.
 
-    python evaluate.py --recall --quick      # four rows, gaps 3 and 6: 27.5 min on 2 CPU cores
+    python evaluate.py --recall --quick      # four rows, gaps 3 and 6: 36 min on 2 CPU cores
     python evaluate.py --recall              # every row, gaps 3, 6, 10 and 16
     python evaluate.py --cut_back "pfp=runs/x" "window=runs/y"   # score run folders you trained
 

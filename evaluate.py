@@ -294,7 +294,7 @@ def main():
     parser.add_argument("--recall", action="store_true",
                         help="instead of Table 1: recall after a cut back in the storyboard world (cut_back.py): "
                              "trains the base, stage 1 and stage 2 of every row into <runs> (default runs/recall_story), "
-                             "then scores them; with --quick four rows and gaps 3 and 6 (~28 min on 2 cores)")
+                             "then scores them; with --quick four rows and gaps 3 and 6 (~36 min on 2 cores)")
     parser.add_argument("--memory_captions", default="true", choices=["true", "false"],
                         help="--recall: memory and window tokens carry their own frames' captions [ours] "
                              "(default true; false trains the rows without them)")
