@@ -7,6 +7,7 @@ against always the last ones, the "cheat" the paper warns of).
     python evaluate.py                # the preset's full steps (2,000 at tiny): hours on CPU
     python evaluate.py --quick --tables synthetic        # one table only
     python evaluate.py --quick --from_base               # every row starts from a base video model
+    python evaluate.py --quick --from_base --latent pca  # ... in a PCA latent with a known ceiling
     python evaluate.py --device cuda --shard 0/8 & ...   # n processes train the rows on one GPU; then
     python evaluate.py --device cuda                     # ... a last run reads the cache and reports
     python evaluate.py --curves runs/a runs/b            # validation PSNR against steps of train_pfp runs
