@@ -12,14 +12,19 @@ frames before; the whole chunk is scored against the truth (PSNR).
 
 Rows, every one from the same base video model (stage 0: the DiT trained on the full raw history
 of storyboard clips, as the paper starts from a pretrained video DiT):
-    full history            the base itself (with --full: also fine-tuned for the stage-2 steps)
+    full history            the base itself (and in the full benchmark also the base fine-tuned for
+                            the ceiling's legs: the full history's own stage 2)
     pfp 2x2x2               stage 1 from the base, then stage 2
     pfp without pretrain    the base DiT and a fresh pfp compressor, stage 2 only
     window only             the base DiT, the last --window frames only, stage 2
-  and with --full: pfp 4x4x2, only LR 2x2x2 and the large patchifier 2x2x2, each as pfp 2x2x2.
+  and in the full benchmark: pfp 4x4x2, only LR 2x2x2 and the large patchifier 2x2x2, each as pfp 2x2x2.
 
-    python evaluate.py --recall --quick      # four rows, gaps 3 and 6: 36 min on 2 CPU cores
-    python evaluate.py --recall              # every row, gaps 3, 6, 10 and 16
+Stage 2 runs in legs: each leg trains on from the previous leg's checkpoint with a few settings
+changed (the same --seed, so a later leg draws the same batches again). QUICK and FULL below are
+the recipes measured in results/storyboard_recall.md.
+
+    python evaluate.py --recall --quick      # four rows, 450 stage-2 steps, gaps 3 and 6: 36 min on 2 CPU cores
+    python evaluate.py --recall              # every row, 2,250 stage-2 steps, gaps 3, 6, 10 and 16
     python evaluate.py --cut_back "pfp=runs/x" "window=runs/y"   # score run folders you trained
 
 The base trains first; then --workers processes (default 2) each take a row, train its stage 1 (if
@@ -60,8 +65,13 @@ ROWS = [Row("pfp 2x2x2", "2x2x2", "pfp", "2x2x2", False),
         Row("large patchifier 2x2x2", "2x2x2", "large_patchifier", "2x2x2", True),
         Row("pfp without pretrain", None, "pfp", "2x2x2", False),
         Row("window only", None, "none", "2x2x2", False),
-        Row("full history (base + stage 2)", None, "only_lr", "1x1x1", True)]
-STEPS = {"base": 450, "stage1": 1000, "stage2": 450}   # the measured recipe (results/storyboard_recall.md)
+        Row("full history", None, "only_lr", "1x1x1", True)]
+# steps of the base and of each stage-1 run; stage 2 and the ceiling's stage 2 as legs of Config changes
+QUICK = {"base": 450, "stage1": 1000, "stage2": [{"steps": 450}]}
+FULL = {"base": 450, "stage1": 1000,
+        "stage2": [{"steps": 900}, {"steps": 900, "lr": 1e-3}, {"steps": 450, "lr": 1e-3}],
+        "ceiling": [{"steps": 450}, {"steps": 900, "split_return": 1.0},            # [ours] every story ends
+                    {"steps": 900, "lr": 1e-3, "split_return": 1.0}]}              # at its cut back
 
 
 def story_config(scale: str, memory_captions: bool = True, **changes) -> Config:
@@ -85,22 +95,38 @@ def made(fn, cfg: Config, out: str, *args, stage: int, position: int = 1) -> str
     return out
 
 
-def train_base(cfg: Config, runs: str, steps: dict = STEPS) -> str:
+def train_base(cfg: Config, runs: str, steps: dict = QUICK) -> str:
     """The base video model: the DiT trained from scratch on the full raw history -> its folder."""
     base_cfg = replace(cfg, compressor="only_lr", rate="1x1x1", steps=steps["base"])
     return made(train_ar, base_cfg, folder(runs, "base", base_cfg), "none", stage=2)
 
 
-def train_row(cfg: Config, runs: str, row: Row, base: str, steps: dict = STEPS, position: int = 1) -> str:
-    """A row's own stage 1 (if it has one) from the base, then its stage 2 -> the stage-2 folder."""
+def legs(row: Row, steps: dict) -> list:
+    """A row's stage-2 legs: the ceiling's own for the full history, stage2 for the rest."""
+    return steps["ceiling"] if row.rate == "1x1x1" else steps["stage2"]
+
+
+def label(row: Row, steps: dict) -> str:
+    """The ceiling's label says how long its stage 2 is; the others' are their own."""
+    if row.rate != "1x1x1":
+        return row.label
+    return f"full history (base + {sum(leg['steps'] for leg in legs(row, steps)):,} stage-2 steps)"
+
+
+def train_row(cfg: Config, runs: str, row: Row, base: str, steps: dict = QUICK, position: int = 1) -> str:
+    """A row's own stage 1 (if it has one) from the base, then its stage-2 legs, each from the last
+    one's checkpoint -> the last leg's folder (stage2_<row>, then stage2_<row>_<steps so far>)."""
     init = os.path.join(base, "ckpt.pt")
     if row.stage1:
         c1 = replace(cfg, compressor=row.compressor, rate=row.stage1, steps=steps["stage1"], split_return=0.0)
         out1 = folder(runs, f"stage1_{row.compressor}_{row.stage1}", c1, init)
         init = os.path.join(made(partial(train, init=init), c1, out1, stage=1, position=position), "ckpt.pt")
-    c2 = replace(cfg, compressor=row.compressor, rate=row.rate, steps=steps["stage2"])
-    name = "stage2_" + row.label.split(" (")[0].replace(" ", "_")
-    return made(train_ar, c2, folder(runs, name, c2, init), init, stage=2, position=position)
+    name, done = "stage2_" + row.label.replace(" ", "_"), 0
+    for leg in legs(row, steps):
+        c2 = replace(cfg, compressor=row.compressor, rate=row.rate, **leg)
+        out = folder(runs, name + (f"_{done + c2.steps}" if done else ""), c2, init)
+        init, done = os.path.join(made(train_ar, c2, out, init, stage=2, position=position), "ckpt.pt"), done + c2.steps
+    return out
 
 
 def row_job(job: dict) -> str:
@@ -300,16 +326,20 @@ def pictures_of(table: dict, pictures: dict, gaps: list, cfg: Config, results: s
 
 
 def run(cfg: Config, quick: bool, runs: str, results: str, command: str, stories: int = 0, workers: int = 2,
-        steps: dict = STEPS) -> dict:
+        steps: dict = None) -> dict:
     """evaluate.py --recall: train (or read from runs/) the base, then every row in `workers`
     processes side by side, each with cfg.threads threads (0: one), each training its row and
-    scoring it; then the report. cfg: story_config's."""
+    scoring it, the longest (the ceiling) first; then the report. cfg: story_config's; steps:
+    QUICK or FULL by default."""
     gaps, n = ([3, 6], stories or 32) if quick else ([3, 6, 10, 16], stories or 48)
+    steps = steps or (QUICK if quick else FULL)
     rows = [r for r in ROWS if not quick or not r.full]
     base = train_base(cfg, runs, steps)
     job = {"cfg": asdict(cfg), "runs": runs, "base": base, "steps": steps, "gaps": gaps, "n": n}
-    in_workers([{**job, "row": row, "position": 1 + i % workers} for i, row in enumerate([None] + rows)], workers)
-    done = [("full history (base)", base)] + [(row.label, train_row(cfg, runs, row, base, steps)) for row in rows]   # read back
+    order = sorted(rows, key=lambda r: r.rate != "1x1x1") + [None]
+    in_workers([{**job, "row": row, "position": 1 + i % workers} for i, row in enumerate(order)], workers)
+    done = [("full history (base)", base)] + [(label(row, steps), train_row(cfg, runs, row, base, steps))
+                                              for row in rows]                                  # read back
     return report(done, gaps, n, results, command)
 
 

@@ -122,7 +122,7 @@ def test_recall_rows_train_from_one_base_in_two_workers_and_are_read_back(tmp_pa
     """evaluate.py --recall --quick: one base; pfp's stage 1 starts from it; every stage-2 row starts
     from the base or its own stage 1; two worker processes train and score the rows; a second call
     trains and scores nothing."""
-    steps = {"base": 2, "stage1": 2, "stage2": 2}
+    steps = {"base": 2, "stage1": 2, "stage2": [{"steps": 2}]}
     cfg = check(replace(cut_back.story_config("tiny"), dim=32, heads=2, depth=1, hr_channels=4, history=8, batch=2,
                         train_videos=4, val_videos=2, ckpt_every=1000, sample_steps=2, threads=1))
     run = lambda: cut_back.run(cfg, True, str(tmp_path / "runs"), str(tmp_path / "results"), "test", stories=3,
@@ -141,6 +141,28 @@ def test_recall_rows_train_from_one_base_in_two_workers_and_are_read_back(tmp_pa
     stamps = [p.stat().st_mtime_ns for p in kept]
     assert len(kept) == 2 * 4 + 1 and run().keys() == table.keys()
     assert [p.stat().st_mtime_ns for p in kept] == stamps        # nothing trained or scored again
+
+
+def test_stage_two_legs_chain_from_each_other_with_their_own_settings(tmp_path):
+    """The full benchmark's stage 2 runs in legs: each starts from the last one's checkpoint with its
+    own changes; the ceiling takes its own legs and says their steps in its label."""
+    steps = {"base": 2, "stage1": 2, "stage2": [{"steps": 2}, {"steps": 3, "lr": 1e-3}],
+             "ceiling": [{"steps": 1}, {"steps": 2, "split_return": 1.0}]}
+    cfg = check(replace(cut_back.story_config("tiny"), dim=32, heads=2, depth=1, hr_channels=4, history=8, batch=2,
+                        train_videos=4, val_videos=2, ckpt_every=1000, sample_steps=2, threads=1))
+    base = cut_back.train_base(cfg, str(tmp_path), steps)
+    window, full = [r for r in cut_back.ROWS if r.label == "window only" or r.rate == "1x1x1"]
+    last = cut_back.train_row(cfg, str(tmp_path), window, base, steps)
+    assert os.path.basename(last).startswith("stage2_window_only_5_")
+    second = json.load(open(os.path.join(last, "summary.json")))
+    first = os.path.dirname(second["init"])
+    assert os.path.basename(first).startswith("stage2_window_only_") and first != last
+    assert json.load(open(os.path.join(first, "summary.json")))["init"] == os.path.join(base, "ckpt.pt")
+    configs = [json.load(open(os.path.join(run, "config.json"))) for run in (first, last)]
+    assert [(c["steps"], c["lr"]) for c in configs] == [(2, cfg.lr), (3, 1e-3)]
+    ceiling = json.load(open(os.path.join(cut_back.train_row(cfg, str(tmp_path), full, base, steps), "config.json")))
+    assert (ceiling["steps"], ceiling["split_return"], ceiling["compressor"]) == (2, 1.0, "only_lr")
+    assert cut_back.label(full, steps) == "full history (base + 3 stage-2 steps)"
 
 
 def test_cut_back_claims_read_the_bars():
