@@ -144,7 +144,7 @@ CHOICES = {"compressor": COMPRESSORS, "omega": ["random", "last"], "dtype": ["fp
 
 MIN_SIDE = 11    # metrics.SSIM_WINDOW: SSIM needs frames at least this wide and high
 CAPTION_LENGTH = 8   # tokens per caption c (0 = padding): storyboard.py writes them, dit.py reads them
-CAPTION_VOCAB = 64   # token ids dit.py's text encoder knows; storyboard.VOCABULARY fills the first of them
+CAPTION_VOCAB = 64   # token ids dit.py's text encoder knows; captions.VOCABULARY fills the first of them
 
 
 class ConfigError(ValueError):

@@ -52,7 +52,8 @@ from checkpoint import load_checkpoint, write_atomically
 from metrics import psnr
 from plot import save_rows_gif, save_rows_png
 from sample import ar_context, next_chunk
-from storyboard import latent_captions, storyboard_videos
+from captions import latent_captions
+from storyboard import storyboard_videos
 from train_ar import train_ar
 from train_pfp import train
 from training import cached_summary, train_missing

@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from config import Config, ConfigError, fail, run_main, seed_int
+from captions import format_story, latent_captions, parse_story
 from checkpoint import load_checkpoint, writable_folder
 from compressor import memory_positions
 from data import VAL_SEED_OFFSET, synthetic_video, video_file_clips
@@ -34,7 +35,7 @@ from flow import add_noise, euler_sample
 from footprint import check_fits, video_bytes
 from metrics import psnr, ssim
 from plot import framed_bthwc_uint8, save_bthwc_uint8_as_mp4_and_gif, save_rows_gif, save_rows_png
-from storyboard import format_story, latent_captions, parse_story, storyboard_video
+from storyboard import storyboard_video
 
 SHORT_VIDEO_ADVICE = "use a longer video: the checkpoint fixes the history and frame stride"
 

@@ -40,7 +40,7 @@ from compressor import Compressor
 from dit import DiT, drop_captions
 from flow import add_noise, velocity_target, sample_t
 from metrics import psnr, ssim
-from storyboard import cut_back_frames, latent_captions
+from captions import cut_back_frames, latent_captions
 from checkpoint import RunFolder, load_dit, read_checkpoint
 from footprint import check_training_fits
 from plot import save_rows_png

@@ -178,7 +178,8 @@ def test_train_ar_bad_input_is_one_line_exit_2(args, message, cli):
 
 
 def test_cut_back_frames_are_read_off_the_captions():
-    from storyboard import cut_back_frames, storyboard_videos
+    from captions import cut_back_frames
+    from storyboard import storyboard_videos
     stories = storyboard_videos(range(40), 18, 32)
     assert torch.equal(cut_back_frames(stories["captions"]), stories["cut_back"])
     one_shot = stories["captions"][:, :1].expand(-1, 18, -1)                  # never cuts away: never returns
@@ -190,8 +191,9 @@ def test_storyboard_stage_two_splits_where_the_chunk_cuts_back_and_reads_its_cap
     captions reach the DiT: the chunk's (its caption encoder learns) and, with --memory_captions,
     the memory's (its layer leaves zero)."""
     import train_ar
+    from captions import cut_back_frames
     from data import TRAIN_SEED_OFFSET
-    from storyboard import cut_back_frames, storyboard_videos
+    from storyboard import storyboard_videos
     cfg = check(replace(SMALL, data="storyboard", captions=True, memory_captions=True, caption_dropout=0.0, split_return=1.0, steps=4,
                         batch=4, train_videos=12, val_videos=2, eval_every=1000, log_every=1, ckpt_every=1000))
     stories = storyboard_videos([TRAIN_SEED_OFFSET + j for j in range(12)], cfg.history + cfg.chunk, cfg.height)

@@ -14,7 +14,7 @@ import torch
 from config import Config, check
 from dit import DiT, drop_captions
 from config import CAPTION_LENGTH, CAPTION_VOCAB
-from storyboard import VOCAB_SIZE, encode_caption
+from captions import VOCAB_SIZE, encode_caption
 
 SMALL = check(Config(dim=32, depth=2, heads=2, history=8))
 

@@ -219,20 +219,24 @@ def test_too_many_chunks_are_refused_before_generating(tmp_path, finished, cli):
 
 # --- Ctrl-C and SIGTERM outside the training loop --------------------------------------------------
 def signalled(argv, after: float) -> subprocess.CompletedProcess:
+    """Start a script, wait for its first word on stderr (its progress bar: past the imports, at
+    work), then `after` seconds more, and send SIGTERM. Waiting for the bar, not a fixed time,
+    keeps a loaded machine from sending it while Python is still importing torch."""
     run = subprocess.Popen([sys.executable, *map(str, argv)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True)
+    first = run.stderr.read(1)
     time.sleep(after)
     run.send_signal(signal.SIGTERM)
     out, err = run.communicate(timeout=60)
-    return subprocess.CompletedProcess(argv, run.returncode, out, err)
+    return subprocess.CompletedProcess(argv, run.returncode, out, first + err)
 
 
 def test_sigterm_while_generating_data_or_sampling_is_one_line_130(tmp_path, finished):
-    data = signalled(["train_pfp.py", "--train_videos", "20000", "--out", tmp_path / "run"], after=6)
+    data = signalled(["train_pfp.py", "--train_videos", "20000", "--out", tmp_path / "run"], after=2)
     assert data.returncode == 130 and "Traceback" not in data.stderr and "interrupted" in data.stderr
     assert not (tmp_path / "run").exists()                       # it had written nothing, and leaves nothing
     sampling = signalled(["sample.py", "--ckpt", finished / "ckpt.pt", "--generate", "--chunks", "500",
-                          "--out", tmp_path], after=6)
+                          "--out", tmp_path], after=2)
     assert sampling.returncode == 130 and "Traceback" not in sampling.stderr and "interrupted" in sampling.stderr
 
 
@@ -291,7 +295,7 @@ def test_fresh_cases_found_by_a_sweep(tmp_path, finished, cli):
         code, _, err = cli(module, *argv)
         assert code == 2 and words in one_line(err), (module.__name__, argv, err[-300:])
     assert not (tmp_path / "sb").exists()
-    from storyboard import parse_story
+    from captions import parse_story
     with pytest.raises(ConfigError, match="is not a text file"):
         parse_story(str(tmp_path / "picture.png"), 8)
     (tmp_path / "story.txt").write_bytes("\ufeff0-4: red stripes, blue disc\r\n4-8: green dots, white cross\r\n".encode())

@@ -1,6 +1,6 @@
-"""storyboard.py: stories A, B, (C), A with per-frame captions; the cut back restores A's look,
-another look of A is far from it; the timing can be forced; written stories parse or fail in one
-line; real clips stitch into the same format.
+"""storyboard.py and captions.py: stories A, B, (C), A with per-frame captions; the cut back
+restores A's look, another look of A is far from it; the timing can be forced; written stories
+parse or fail in one line; real clips stitch into the same format.
 
     python -m pytest tests/test_storyboard.py -q
 """
@@ -11,6 +11,9 @@ import pytest
 import torch
 
 import storyboard as sb
+from captions import (VOCAB_SIZE, VOCABULARY, decode_caption, encode_caption, format_story,
+                      latent_captions, parse_story, real_words)
+from config import CAPTION_LENGTH
 from metrics import psnr
 
 SEEDS = range(30)
@@ -31,7 +34,7 @@ def aligned_exactly(a: torch.Tensor, b: torch.Tensor) -> bool:
 def test_story_shapes_dtypes_and_range(size):
     story = sb.storyboard_video(3, 18, size)
     assert story["video"].shape == (18, 3, size, size) and story["video"].dtype == torch.float32
-    assert story["captions"].shape == (18, sb.CAPTION_LENGTH) and story["captions"].dtype == torch.long
+    assert story["captions"].shape == (18, CAPTION_LENGTH) and story["captions"].dtype == torch.long
     assert story["shot"].shape == (18,) and story["shot"].dtype == torch.long
     assert -1 <= story["video"].min() and story["video"].max() <= 1 and story["video"].max() - story["video"].min() > 1
     assert isinstance(story["cut_back"], int) and isinstance(story["gap"], int)
@@ -48,7 +51,7 @@ def test_stories_go_a_b_maybe_c_then_back_to_a_with_captions_that_change_at_cuts
         for t in range(1, 18):   # the caption changes exactly at a cut
             assert torch.equal(captions[t], captions[t - 1]) == bool(shot[t] == shot[t - 1])
         assert torch.equal(captions[cut_back], captions[0])       # back to A's caption
-        assert all(len(sb.decode_caption(c).split()) == 4 for c in captions)
+        assert all(len(decode_caption(c).split()) == 4 for c in captions)
     assert 0 < with_c < len(SEEDS)
 
 
@@ -135,44 +138,44 @@ def test_one_caption_has_many_looks():
 
 # ----------------------------------------------------------------------------- captions
 def test_encode_and_decode_captions():
-    ids = sb.encode_caption("Red stripes,  blue disc")
-    assert ids.shape == (sb.CAPTION_LENGTH,) and ids.dtype == torch.long
+    ids = encode_caption("Red stripes,  blue disc")
+    assert ids.shape == (CAPTION_LENGTH,) and ids.dtype == torch.long
     assert (ids[4:] == 0).all() and (ids[:4] > 0).all()
-    assert sb.decode_caption(ids) == "red stripes, blue disc"
-    assert (sb.encode_caption("") == 0).all() and sb.decode_caption(sb.encode_caption("real3")) == "real3"
-    assert sb.VOCAB_SIZE == len(sb.VOCABULARY) and 20 <= sb.VOCAB_SIZE - 1 <= 40
+    assert decode_caption(ids) == "red stripes, blue disc"
+    assert (encode_caption("") == 0).all() and decode_caption(encode_caption("real3")) == "real3"
+    assert VOCAB_SIZE == len(VOCABULARY) and 20 <= VOCAB_SIZE - 1 <= 40
 
 
 def test_unknown_caption_word_is_one_line_naming_it():
     with pytest.raises(ValueError) as error:
-        sb.encode_caption("red stripes, blue dragon")
+        encode_caption("red stripes, blue dragon")
     message = str(error.value)
     assert "'dragon'" in message and "\n" not in message and "red" in message and "stripes" in message
     with pytest.raises(ValueError):
-        sb.encode_caption(" ".join(["red"] * (sb.CAPTION_LENGTH + 1)))
+        encode_caption(" ".join(["red"] * (CAPTION_LENGTH + 1)))
 
 
 def test_latent_captions_take_each_groups_first_frame():
-    captions = torch.arange(6)[:, None].expand(6, sb.CAPTION_LENGTH)
-    assert sb.latent_captions(captions[None], 2)[0, :, 0].tolist() == [0, 2, 4]
+    captions = torch.arange(6)[:, None].expand(6, CAPTION_LENGTH)
+    assert latent_captions(captions[None], 2)[0, :, 0].tolist() == [0, 2, 4]
 
 
 # ----------------------------------------------------------------------------- written stories
 def test_parse_story_reads_ranges_newlines_files_and_round_trips(tmp_path):
     text = "0-8: red stripes, blue disc | 8-16: green dots | 16-24: red stripes, blue disc"
-    captions = sb.parse_story(text, 24)
-    assert captions.shape == (24, sb.CAPTION_LENGTH) and captions.dtype == torch.long
-    assert torch.equal(captions[0], sb.encode_caption("red stripes blue disc"))
-    assert torch.equal(captions[8], sb.encode_caption("green dots")) and torch.equal(captions[16], captions[7])
-    assert sb.format_story(captions) == text
+    captions = parse_story(text, 24)
+    assert captions.shape == (24, CAPTION_LENGTH) and captions.dtype == torch.long
+    assert torch.equal(captions[0], encode_caption("red stripes blue disc"))
+    assert torch.equal(captions[8], encode_caption("green dots")) and torch.equal(captions[16], captions[7])
+    assert format_story(captions) == text
     shuffled = "16-24: red stripes, blue disc\n# the cut away\n8-16: green dots\n0-8: red stripes, blue disc\n"
-    assert torch.equal(sb.parse_story(shuffled, 24), captions)
+    assert torch.equal(parse_story(shuffled, 24), captions)
     path = tmp_path / "story.txt"
     path.write_text(shuffled)
-    assert torch.equal(sb.parse_story(str(path), 24), captions)
-    assert (sb.parse_story("0-3: | 3-4: teal grid", 4)[:3] == 0).all()      # an empty caption is the null one
+    assert torch.equal(parse_story(str(path), 24), captions)
+    assert (parse_story("0-3: | 3-4: teal grid", 4)[:3] == 0).all()      # an empty caption is the null one
     story = sb.storyboard_video(2, 18, 32)
-    assert torch.equal(sb.parse_story(sb.format_story(story["captions"]), 18), story["captions"])
+    assert torch.equal(parse_story(format_story(story["captions"]), 18), story["captions"])
 
 
 @pytest.mark.parametrize("text, frames, words", [
@@ -189,7 +192,7 @@ def test_parse_story_reads_ranges_newlines_files_and_round_trips(tmp_path):
 ])
 def test_bad_stories_are_one_line_errors(text, frames, words):
     with pytest.raises(ValueError) as error:
-        sb.parse_story(text, frames)
+        parse_story(text, frames)
     assert words in str(error.value) and "\n" not in str(error.value)
 
 
@@ -209,19 +212,19 @@ def fake_clips(names, clips=2, frames=18, size=16):
 
 def test_stitch_real_cuts_shots_out_of_real_clips_and_captions_them_by_file():
     clips = fake_clips(["dog.mp4", "cups.mp4", "coffee.mp4"])
-    words = sb.real_words(clips)
+    words = real_words(clips)
     assert words == {"coffee.mp4": "real0", "cups.mp4": "real1", "dog.mp4": "real2"}
     for seed in range(12):
         story = sb.stitch_real(clips, seed, 18)
         video, shot, captions = story["video"], story["shot"], story["captions"]
-        assert video.shape == (18, 3, 16, 16) and captions.shape == (18, sb.CAPTION_LENGTH)
+        assert video.shape == (18, 3, 16, 16) and captions.shape == (18, CAPTION_LENGTH)
         assert runs_of(shot) in ([0, 1, 0], [0, 1, 2, 0]) and shot[story["cut_back"]] == 0
         files = {}
         for t in range(18):
             file = round(video[t, 0, 0, 0].item() * 10)
             files.setdefault(int(shot[t]), set()).add(file)
             name = list(clips)[file]
-            assert sb.decode_caption(captions[t]) == words[name]
+            assert decode_caption(captions[t]) == words[name]
         assert all(len(f) == 1 for f in files.values()) and len(set.union(*files.values())) == len(files)
         a_times = (video[shot == 0, 2, 0, 0] * 100).round()
         assert (a_times[1:] - a_times[:-1] == 1).all()          # A continues its own clip after the cut back
@@ -244,6 +247,6 @@ def test_preview_prints_stories_that_parse_and_writes_its_pictures(tmp_path, mon
     sb.main()
     stories = [line.split("): ", 1)[1] for line in capsys.readouterr().out.splitlines() if line.startswith("story ")]
     assert len(stories) == 2
-    assert torch.equal(sb.parse_story(stories[0], 18), sb.storyboard_video(0, 18, 32)["captions"])
+    assert torch.equal(parse_story(stories[0], 18), sb.storyboard_video(0, 18, 32)["captions"])
     for name in ("storyboard.png", "storyboard.gif", "storyboard.mp4"):
         assert (tmp_path / name).stat().st_size > 1000
