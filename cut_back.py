@@ -33,7 +33,6 @@ any) and stage 2, and score it, so the report only reads the scores kept beside 
 Writes <results>/cut_back.md, cut_back.json, cut_back.png and cut_back.gif.
 Letters: B batch (stories), T frames, c chunk (latent frames), vt frames per latent frame.
 """
-import hashlib
 import json
 import math
 import os
@@ -42,12 +41,12 @@ import sys
 import time
 from collections import namedtuple
 from dataclasses import asdict, replace
-from functools import partial
 
 import torch
 from tqdm import tqdm
 
-from config import SCALES, Config, ConfigError, check, result_fields, run_main
+from cache import folder, made
+from config import SCALES, Config, ConfigError, check, run_main
 from checkpoint import load_checkpoint, write_atomically
 from metrics import psnr
 from plot import save_rows_gif, save_rows_png
@@ -56,7 +55,6 @@ from captions import latent_captions
 from storyboard import storyboard_videos
 from train_ar import train_ar
 from train_pfp import train
-from training import cached_summary, train_missing
 
 CUT_BACK_SEED_OFFSET = 4_000_000          # benchmark stories: disjoint from training and validation
 Row = namedtuple("Row", "label stage1 compressor rate full")   # stage1: the rate of its own stage-1 run, or None
@@ -83,23 +81,12 @@ def story_config(scale: str, memory_captions: bool = True, **changes) -> Config:
                          memory_captions=memory_captions, val_videos=8, eval_every=10**9, **changes))
 
 
-def folder(runs: str, name: str, cfg: Config, *extra) -> str:
-    """A cache folder: its name says what it is, a hash of everything else keeps rows apart."""
-    key = hashlib.sha1(json.dumps([result_fields(cfg), *extra], sort_keys=True).encode()).hexdigest()[:10]
-    return os.path.join(runs, f"{name}_{key}")
-
-
-def made(fn, cfg: Config, out: str, *args, stage: int, position: int = 1) -> str:
-    """A finished run is read, a stopped one continued, a missing one trained -> its folder."""
-    if cached_summary(out) is None:
-        train_missing(fn, cfg, out, *args, stage=stage, quiet=True, position=position)
-    return out
-
-
 def train_base(cfg: Config, runs: str, steps: dict = QUICK) -> str:
     """The base video model: the DiT trained from scratch on the full raw history -> its folder."""
     base_cfg = replace(cfg, compressor="only_lr", rate="1x1x1", steps=steps["base"])
-    return made(train_ar, base_cfg, folder(runs, "base", base_cfg), "none", stage=2)
+    out = folder(runs, "base", base_cfg)
+    made(train_ar, base_cfg, out, "none", stage=2, quiet=True, position=1)
+    return out
 
 
 def legs(row: Row, steps: dict) -> list:
@@ -121,12 +108,14 @@ def train_row(cfg: Config, runs: str, row: Row, base: str, steps: dict = QUICK, 
     if row.stage1:
         c1 = replace(cfg, compressor=row.compressor, rate=row.stage1, steps=steps["stage1"], split_return=0.0)
         out1 = folder(runs, f"stage1_{row.compressor}_{row.stage1}", c1, init)
-        init = os.path.join(made(partial(train, init=init), c1, out1, stage=1, position=position), "ckpt.pt")
+        made(train, c1, out1, init=init, quiet=True, position=position)
+        init = os.path.join(out1, "ckpt.pt")
     name, done = "stage2_" + row.label.replace(" ", "_"), 0
     for leg in legs(row, steps):
         c2 = replace(cfg, compressor=row.compressor, rate=row.rate, **leg)
         out = folder(runs, name + (f"_{done + c2.steps}" if done else ""), c2, init)
-        init, done = os.path.join(made(train_ar, c2, out, init, stage=2, position=position), "ckpt.pt"), done + c2.steps
+        made(train_ar, c2, out, init, stage=2, quiet=True, position=position)
+        init, done = os.path.join(out, "ckpt.pt"), done + c2.steps
     return out
 
 

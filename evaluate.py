@@ -51,7 +51,8 @@ from metrics import psnr
 from checkpoint import load_checkpoint, writable_folder, write_atomically
 from train_ar import train_ar
 from train_pfp import no_network_baselines, retrieval_rows, train
-from training import cached_summary, load_videos, run_dir, train_missing
+from cache import cached_summary, folder, made, run_dir
+from training import load_videos
 
 Row = namedtuple("Row", "label compressor rate omega paper")   # paper: (PSNR, SSIM, LPIPS) or None
 ROWS = [
@@ -73,12 +74,13 @@ def base_model(cfg: Config, root: str, steps: int = BASE_STEPS, wait: bool = Fal
     chunk from the full raw history (train_ar.py, only LR at 1x1x1; it loads its own, longer
     clips), cached in root -> its ckpt.pt. wait: another process (shard 0) trains it."""
     base_cfg = replace(cfg, compressor="only_lr", rate="1x1x1", steps=steps)
-    out = cut_back.folder(root, f"base_{'synthetic' if cfg.data == 'synthetic' else 'real'}", base_cfg)
+    out = folder(root, f"base_{'synthetic' if cfg.data == 'synthetic' else 'real'}", base_cfg)
     if wait and cached_summary(out) is None:
         print(f"waiting for shard 0 to train the base in {out}")
     while wait and cached_summary(out) is None:
         time.sleep(30)
-    return os.path.join(cut_back.made(train_ar, base_cfg, out, "none", stage=2), "ckpt.pt")
+    made(train_ar, base_cfg, out, "none", stage=2, quiet=True, position=1)
+    return os.path.join(out, "ckpt.pt")
 
 
 def run_rows(jobs, data, root, bases=None):
@@ -89,9 +91,8 @@ def run_rows(jobs, data, root, bases=None):
     for row, cfg in bar:
         init = bases[cfg.data] if bases else "none"
         out = run_dir(cfg, root, init)
-        summary = cached_summary(out)
-        cached = summary is not None
-        summary = summary if cached else train_missing(train, cfg, out, data[cfg.data], quiet=True, position=1, init=init)
+        cached = cached_summary(out) is not None
+        summary = made(train, cfg, out, data[cfg.data], quiet=True, position=1, init=init)
         summary.update(label=row.label, paper=row.paper, out=out)
         summaries.append(summary)
         lpips = "n/a" if summary["lpips"] is None else f"{summary['lpips']:.3f}"

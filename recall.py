@@ -27,7 +27,6 @@ drift.png and generate.gif/mp4 (pfp rollouts above the truth).
 
 Letters: B batch, T frames, c chunk (latent frames), vt frames per latent frame, D hidden frames.
 """
-import hashlib
 import json
 import math
 import os
@@ -48,7 +47,8 @@ from checkpoint import load_checkpoint, write_atomically
 from sample import ar_context, chunk_positions, generate, next_chunk
 from train_ar import train_ar
 from train_pfp import train
-from training import cached_summary, load_videos, run_dir, train_missing
+from cache import key, made, run_dir
+from training import load_videos
 
 Variant = namedtuple("Variant", "label stage1 compressor rate init")   # stage1: which stage-1 run to start from
 RECALL_SEED_OFFSET = 2_000_000                                          # the benchmark: disjoint from train and validation
@@ -62,17 +62,6 @@ def variants(cfg: Config) -> list:
             Variant("large patchifier", "large_patchifier", "large_patchifier", cfg.rate, "stage1"),
             Variant("window only", "pfp", "none", cfg.rate, "stage1"),
             Variant("full history", "pfp", "only_lr", "1x1x1", "stage1")]
-
-
-def cached(out: str, make) -> dict:
-    """summary.json of a finished run in `out`, or make() it (evaluate.train_missing)."""
-    summary = cached_summary(out)
-    return make() if summary is None else summary
-
-
-def key(*parts) -> str:
-    """A short hash of everything that makes a stage-2 row what it is: its cache folder's suffix."""
-    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def stage2_data(cfg: Config, share: float) -> tuple:
@@ -105,13 +94,13 @@ def train_rows(cfg: Config, ar_steps: int, runs: str, share: float) -> list:
         if v.stage1:
             c1 = check(replace(cfg, compressor=v.stage1))
             first = run_dir(c1, runs)                                   # the same cache key as Table 1's rows
-            cached(first, lambda: train_missing(train, c1, first, quiet=True, position=1))
+            made(train, c1, first, quiet=True, position=1)
             init = os.path.join(first, "ckpt.pt")
         c = check(replace(cfg, compressor=v.compressor, rate=v.rate, steps=ar_steps, eval_every=ar_steps + 1,
                           split_full=STAGE2_SPLIT_FULL))
         keep = result_fields(c)
-        out = os.path.join(runs, f"ar_{v.label.replace(' ', '_')}_{ar_steps}_{key(keep, v.init, v.stage1, share)}")
-        cached(out, lambda: train_missing(train_ar, c, out, init, stage=2, data=ar_data, quiet=True, position=1))
+        out = os.path.join(runs, f"ar_{v.label.replace(' ', '_')}_{ar_steps}_{key([keep, v.init, v.stage1, share])}")
+        made(train_ar, c, out, init, stage=2, data=ar_data, quiet=True, position=1)
         done[v.label] = (v, out)
     return [done[v.label] for v in variants(cfg)]
 

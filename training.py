@@ -13,7 +13,6 @@ all of it is what makes a long run trustworthy.
 
 Letters: B batch, T frames.
 """
-import hashlib
 import json
 import math
 import os
@@ -430,55 +429,3 @@ def checkpoint_state(cfg: Config, step: int, dit, phi, ema_dit, ema_phi, **extra
     """Everything sample.py needs, the config included; `extra` says e.g. which stage wrote it."""
     return {"config": asdict(cfg), "step": step, "dit": dit.state_dict(), "compressor": phi.state_dict(),
             "dit_ema": ema_dit.state_dict(), "compressor_ema": ema_phi.state_dict(), **extra}
-
-
-# The cache of trained rows that evaluate.py and recall.py share: a run folder per configuration.
-
-def run_dir(cfg: Config, root: str, init: str = "none") -> str:
-    """The cache folder of one row: its name says what it is, the hash says everything else,
-    the checkpoint it starts from (--init) included."""
-    keep = result_fields(cfg, skip=("chunk", "window", "split_full"))   # stage 2's fields
-    if init != "none":
-        keep = [keep, init]
-    key = hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
-    data = "synthetic" if cfg.data == "synthetic" else "real"
-    start = "" if init == "none" else "_from_base"
-    return os.path.join(root, f"{data}_{cfg.compressor}_{cfg.rate}_{cfg.omega}_{cfg.steps}{start}_{key}")
-
-
-def cached_summary(out: str):
-    """The summary.json of a finished run in `out`, or None: a cache miss (no ckpt.pt beside it, or
-    a summary that cannot be read back, e.g. written by hand or cut short)."""
-    if not os.path.isfile(os.path.join(out, "ckpt.pt")):
-        return None
-    try:
-        summary = json.load(open(os.path.join(out, "summary.json")))
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) else None
-
-
-def resumable(out: str, cfg: Config, stage: int) -> bool:
-    """Does `out` hold a ckpt.pt of this very run (the same stage and result fields), which
-    training.resume can continue exactly as if never stopped?"""
-    path = os.path.join(out, "ckpt.pt")
-    if not os.path.isfile(path):
-        return False
-    try:
-        ckpt = read_checkpoint(path)
-    except ConfigError:                              # truncated or foreign: a stale entry
-        return False
-    return (ckpt.get("stage", 1) == stage and "optimizer" in ckpt
-            and result_fields(Config(**ckpt["config"])) == result_fields(cfg))
-
-
-def train_missing(train_fn, cfg: Config, out: str, *args, stage: int = 1, **kwargs) -> dict:
-    """Train a cache entry that missed with train_fn (train_pfp.train or train_ar.train_ar). A run
-    stopped earlier (Ctrl-C saves its ckpt.pt) continues where it stopped; anything else in `out`
-    is a stale or partial entry and is replaced."""
-    resuming = resumable(out, cfg, stage)
-    try:
-        return train_fn(cfg, out, *args, resuming=resuming, overwrite=not resuming, **kwargs)
-    except Interrupted:                              # its message says --resume, which this script does itself
-        raise Interrupted(f"interrupted while training {out}: its ckpt.pt is saved; "
-                          f"run the same command again to continue from there") from None

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
+import cache
 import evaluate
 import plot
-import training
 from config import SCALES
 
 
@@ -25,10 +25,10 @@ def fake_summary(label, compressor, rate, psnr, first=None, by_position=None, om
 
 def test_run_dir_keys_on_what_changes_the_result():
     cfg = SCALES["tiny"]
-    same = training.run_dir(cfg, "r")
-    assert training.run_dir(replace(cfg, threads=1, device="cuda", out="x", eval_every=7), "r") == same
+    same = cache.run_dir(cfg, "r")
+    assert cache.run_dir(replace(cfg, threads=1, device="cuda", out="x", eval_every=7), "r") == same
     for change in ({"steps": 10}, {"lr": 1e-3}, {"seed": 1}, {"rate": "4x4x2"}, {"data": "../v"}):
-        assert training.run_dir(replace(cfg, **change), "r") != same, change
+        assert cache.run_dir(replace(cfg, **change), "r") != same, change
 
 
 def test_orderings_follow_the_figures():
@@ -77,7 +77,7 @@ def test_linear_references_in_closed_form():
 
 def test_cached_rows_are_read_not_retrained(tmp_path, monkeypatch):
     cfg = replace(SCALES["tiny"], steps=5)
-    out = training.run_dir(cfg, str(tmp_path))
+    out = cache.run_dir(cfg, str(tmp_path))
     os.makedirs(out)
     json.dump(fake_summary("x", "pfp", "2x2x2", 12.3), open(os.path.join(out, "summary.json"), "w"))
     open(os.path.join(out, "ckpt.pt"), "w").close()
@@ -156,5 +156,5 @@ def test_rows_from_a_base_start_from_it_and_are_cached_apart(tmp_path, monkeypat
     assert calls == [("base", "only_lr", "1x1x1", 7, "none")] and os.path.isfile(base)
     [row] = evaluate.run_rows([(evaluate.ROWS[4], cfg)], {"synthetic": None}, str(tmp_path), {"synthetic": base})
     assert calls[-1] == ("row", base)
-    assert row["out"] == training.run_dir(cfg, str(tmp_path), base) != training.run_dir(cfg, str(tmp_path))
-    assert training.run_dir(cfg, str(tmp_path), "other/ckpt.pt") != row["out"]   # keyed by the base it starts from
+    assert row["out"] == cache.run_dir(cfg, str(tmp_path), base) != cache.run_dir(cfg, str(tmp_path))
+    assert cache.run_dir(cfg, str(tmp_path), "other/ckpt.pt") != row["out"]   # keyed by the base it starts from

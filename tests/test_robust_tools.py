@@ -23,9 +23,9 @@ import torch
 
 import bench
 import data
+import cache
 import evaluate
 import plot
-import training
 from config import Config, ConfigError
 from plot import line_chart
 
@@ -273,15 +273,15 @@ def test_cache_miss_replaces_a_stale_entry(tmp_path):
     fake = lambda cfg, out, *a, **k: calls.append(k) or {"psnr": 1.0}
     cfg = Config()
     out = tmp_path / "row"
-    training.train_missing(fake, cfg, str(out))                   # nothing there
+    cache.train_missing(fake, cfg, str(out))                   # nothing there
     out.mkdir()
     (out / "ckpt.pt").write_bytes(b"truncated")                   # not a checkpoint: a stale entry
     (out / "summary.json").write_text('{"psnr": 1')               # cut short: a miss, not a traceback
-    assert training.cached_summary(str(out)) is None
-    training.train_missing(fake, cfg, str(out), stage=2)
+    assert cache.cached_summary(str(out)) is None
+    cache.train_missing(fake, cfg, str(out), stage=2)
     assert [(k["resuming"], k["overwrite"]) for k in calls] == [(False, True), (False, True)]
     (out / "summary.json").write_text('{"psnr": 1.5}')
-    assert training.cached_summary(str(out)) == {"psnr": 1.5}
+    assert cache.cached_summary(str(out)) == {"psnr": 1.5}
 
 
 # --- 8. Ctrl-C and SIGTERM: one line, exit code 130 ------------------------------------------------
@@ -364,8 +364,8 @@ def test_evaluate_sigterm_while_training_saves_the_row_and_the_next_run_continue
     saved = Config(**torch.load(row / "ckpt.pt", weights_only=True)["config"])
     calls = []
     fake = lambda cfg, out, *a, **k: calls.append((k["resuming"], k["overwrite"])) or {}
-    training.train_missing(fake, saved, str(row))
-    training.train_missing(fake, Config(**{**saved.__dict__, "steps": 7}), str(row))
+    cache.train_missing(fake, saved, str(row))
+    cache.train_missing(fake, Config(**{**saved.__dict__, "steps": 7}), str(row))
     assert calls == [(True, False), (False, True)]
 
 
