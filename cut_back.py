@@ -46,12 +46,12 @@ import torch
 from tqdm import tqdm
 
 from cache import folder, made
+from captions import latent_captions
 from config import SCALES, Config, ConfigError, check, run_main
 from checkpoint import load_checkpoint, write_atomically
 from metrics import psnr
 from plot import save_rows_gif, save_rows_png
 from sample import ar_context, next_chunk
-from captions import latent_captions
 from storyboard import storyboard_videos
 from train_ar import train_ar
 from train_pfp import train
