@@ -24,7 +24,7 @@ changed (the same --seed, so a later leg draws the same batches again). QUICK an
 the recipes measured in results/storyboard_recall.md.
 
     python evaluate.py --recall --quick      # four rows, 450 stage-2 steps, gaps 3 and 6: 36 min on 2 CPU cores
-    python evaluate.py --recall              # every row, 2,250 stage-2 steps, gaps 3, 6, 10 and 16
+    python evaluate.py --recall              # every row, 2,250 stage-2 steps, gaps 3, 6, 10 and 16: ~4 h 45 min
     python evaluate.py --cut_back "pfp=runs/x" "window=runs/y"   # score run folders you trained
 
 The base trains first; then --workers processes (default 2) each take a row, train its stage 1 (if

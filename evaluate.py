@@ -297,7 +297,7 @@ def main():
                         help="instead of Table 1: recall after a cut back in the storyboard world (cut_back.py): "
                              "trains the base, stage 1 and stage 2 of every row into <runs> (default runs/recall_story), "
                              "then scores them: every row with 2,250 stage-2 steps and gaps 3, 6, 10 and 16 (cut_back.FULL; "
-                             "hours on 2 cores), or with --quick four rows, 450 stage-2 steps and gaps 3 and 6 "
+                             "about 4 h 45 min on 2 cores), or with --quick four rows, 450 stage-2 steps and gaps 3 and 6 "
                              "(cut_back.QUICK; ~36 min)")
     parser.add_argument("--memory_captions", default="true", choices=["true", "false"],
                         help="--recall: memory and window tokens carry their own frames' captions [ours] "
