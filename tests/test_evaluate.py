@@ -10,7 +10,7 @@ from PIL import Image
 import cache
 import evaluate
 import plot
-from config import SCALES
+from config import SCALES, result_fields
 
 
 
@@ -27,8 +27,10 @@ def test_run_dir_keys_on_what_changes_the_result():
     cfg = SCALES["tiny"]
     same = cache.run_dir(cfg, "r")
     assert cache.run_dir(replace(cfg, threads=1, device="cuda", out="x", eval_every=7), "r") == same
-    for change in ({"steps": 10}, {"lr": 1e-3}, {"seed": 1}, {"rate": "4x4x2"}, {"data": "../v"}):
+    for change in ({"steps": 10}, {"lr": 1e-3}, {"seed": 1}, {"rate": "4x4x2"}, {"data": "../v"}, {"min_first": 1}):
         assert cache.run_dir(replace(cfg, **change), "r") != same, change
+    # a field added after results were cached counts only away from its default: old caches stay valid
+    assert "min_first" not in result_fields(cfg) and "min_first" in result_fields(replace(cfg, min_first=1))
 
 
 def test_orderings_follow_the_figures():

@@ -68,6 +68,20 @@ def test_default_timing_puts_a_beyond_a_two_frame_window_and_the_cut_back_anywhe
     assert cut_backs == set(range(sb.MIN_FIRST + sb.MIN_AWAY, 18))   # from early to the very last frame
 
 
+
+def test_min_first_one_shows_some_a_for_a_single_frame_and_the_default_never_does():
+    def firsts(min_first):
+        rng = np.random.default_rng(1)
+        return [sb.story_timing(rng, 18, min_first=min_first)[0] for _ in range(300)]
+    assert min(firsts(sb.MIN_FIRST)) == sb.MIN_FIRST == 2
+    singles = firsts(1).count(1) / 300
+    assert 0.15 < singles < 0.35                          # about a quarter of the stories (mean of 1/(cut_back - 3))
+    story = sb.storyboard_videos(SEEDS, 18, 32, min_first=1)
+    first = story["cut_back"] - story["gap"] + 1
+    assert (first == 1).any() and ((story["shot"][first == 1][:, :2]) == torch.tensor([0, 1])).all()
+    with pytest.raises(sb.DataError, match="min_first"):
+        sb.story_timing(np.random.default_rng(0), 18, min_first=0)
+
 def test_the_cut_back_restores_a_and_another_look_of_a_is_far():
     same, other = [], []
     for seed in SEEDS:
