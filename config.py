@@ -92,6 +92,9 @@ class Config:
     min_first: int = 2         # [ours] storyboard training stories show their first shot A for at least this many
                                # frames before the first cut; 1 lets A be a single frame, which a 2-frame memory
                                # token shares with the next shot (the cut-back benchmark's longest gap)
+    min_away: int = 3          # [ours] storyboard training stories stay on B (and C) for at least this many frames
+                               # before cutting back to A; 2 lets B fill just a 2-frame window (the cut-back
+                               # benchmark's shortest gap, 3)
     train_videos: int = 1024   # synthetic training videos generated at start
     val_videos: int = 16       # held-out videos (synthetic: disjoint seeds; folder: last clips)
     eval_every: int = 500      # steps between validation passes
@@ -217,7 +220,7 @@ def check(cfg: Config, rate_must_divide: bool = True) -> Config:
     """
     for name in ("height", "width", "history", "frame_stride", "vae_space", "vae_time", "pca_channels", "patch", "dim", "depth", "heads",
                  "mlp_ratio", "hr_channels", "steps", "batch", "accum", "sample_steps", "chunk", "train_videos",
-                 "val_videos", "eval_every", "log_every", "ckpt_every", "max_bad_steps", "min_first"):
+                 "val_videos", "eval_every", "log_every", "ckpt_every", "max_bad_steps", "min_first", "min_away"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name} must be a positive integer, got {getattr(cfg, name)}")
     for f in fields(cfg):
@@ -279,7 +282,7 @@ def result_fields(cfg: Config, skip=()) -> dict:
     where = ("out", "threads", "device", "eval_every", "log_every", "ckpt_every", "max_bad_steps", "compile", *skip)
     added_later = {"context_cache": False, "accum": 1, "dtype": "fp32", "captions": False, "caption_dropout": 0.1,
                    "split_return": 0.0, "dit_lr_scale": 1.0, "latent": "lossless", "pca_channels": 4,
-                   "memory_captions": False, "min_first": 2}
+                   "memory_captions": False, "min_first": 2, "min_away": 3}
     return {k: v for k, v in asdict(cfg).items()
             if k not in where and not (k in added_later and v == added_later[k])}
 
@@ -304,7 +307,7 @@ FLAG_GROUPS = {   # --help shows the method's knobs first, then our switches, th
                                        "caption_dropout", "cross_attn", "chunk", "window", "mask_noise_min",
                                        "t_shift", "sample_steps", "steps", "batch", "lr", "dit_lr_scale"],
     "[ours] switches": ["pos_bias", "abs_pos", "rope_base", "noise_as_mask", "context_cache", "split_full",
-                        "split_return", "memory_captions", "min_first", "latent", "pca_channels"],
+                        "split_return", "memory_captions", "min_first", "min_away", "latent", "pca_channels"],
     "sizes": ["height", "width", "frame_stride", "vae_space", "vae_time", "patch", "dim", "depth", "heads",
               "mlp_ratio", "hr_channels", "hr_blocks"],
     "machinery": ["t_mean", "t_std", "warmup", "weight_decay", "grad_clip", "ema", "seed", "accum", "dtype",

@@ -54,7 +54,7 @@ HUES = {"red": 0.0, "orange": 0.07, "yellow": 0.15, "green": 0.32, "teal": 0.47,
 
 # ----------------------------------------------------------------------------- story timing
 MIN_FIRST = 2      # frames of A before the first cut (default draw; --min_first)
-MIN_AWAY = 3       # frames of B (and C) between A's last frame and the return (default draw):
+MIN_AWAY = 3       # frames of B (and C) between A's last frame and the return (default draw; --min_away):
                    # more than a 2-frame window, whether the return starts a chunk or ends one
 MIN_C = 2          # frames of B and of C when the time away is split in two shots
 DRIFT_PERIODS = (4, 8)   # a drifting shot moves 1 px every 4..8 frames; a third of shots are still
@@ -256,15 +256,16 @@ def random_caption(rng, avoid=()) -> tuple:
             return caption
 
 
-def story_timing(rng, frames: int, cut_back=None, gap=None, min_first: int = MIN_FIRST) -> tuple:
+def story_timing(rng, frames: int, cut_back=None, gap=None, min_first: int = MIN_FIRST, min_away: int = MIN_AWAY) -> tuple:
     """-> (first, away_b, away_c, cut_back): A fills frames [0, first), B the next away_b, C the
     next away_c (0: no C), A again from cut_back = first + away_b + away_c to the end.
     gap = cut_back - (A's last frame before the cut) = away_b + away_c + 1. A drawn story shows A
-    for at least min_first frames before the cut (a forced gap may show it for fewer)."""
-    if min_first < 1:
-        raise DataError(f"min_first must be at least 1 (A is seen before the cut), got {min_first}")
-    if cut_back is None and gap is None and frames < min_first + MIN_AWAY + 1:
-        raise DataError(f"storyboard stories need frames >= {min_first + MIN_AWAY + 1} (A, B, A), got {frames}")
+    for at least min_first frames before the cut and is away for at least min_away (a forced
+    timing may differ)."""
+    if min_first < 1 or min_away < 1:
+        raise DataError(f"min_first and min_away must be at least 1 (A is seen, then B), got {min_first}, {min_away}")
+    if cut_back is None and gap is None and frames < min_first + min_away + 1:
+        raise DataError(f"storyboard stories need frames >= {min_first + min_away + 1} (A, B, A), got {frames}")
     if cut_back is not None and not 2 <= cut_back <= frames - 1:
         raise DataError(f"cut_back must be a frame in [2, {frames - 1}] (A, at least one frame away, A), got {cut_back}")
     if gap is not None and not 2 <= gap <= (frames - 1 if cut_back is None else cut_back):
@@ -272,11 +273,11 @@ def story_timing(rng, frames: int, cut_back=None, gap=None, min_first: int = MIN
                         f"cut_back={cut_back}: A's last frame must be in the clip and B between, got {gap}")
     draws = rng.uniform(size=3)    # always three draws: forcing the timing never moves the other streams
     if cut_back is None:
-        lo = min_first + MIN_AWAY if gap is None else min(frames - 1, gap + min_first - 1)
+        lo = min_first + min_away if gap is None else min(frames - 1, gap + min_first - 1)
         cut_back = lo + int(draws[0] * (frames - lo))                           # uniform in [lo, frames - 1]
     if gap is None:
         hi = max(1, cut_back - min_first)                                       # away <= cut_back - min_first
-        lo = min(MIN_AWAY, hi)
+        lo = min(min_away, hi)
         gap = 1 + lo + int(draws[1] * (hi - lo + 1))
     away = gap - 1
     away_b = away
@@ -295,7 +296,7 @@ def story_layout(first: int, away_b: int, away_c: int, frames: int) -> tuple:
 
 
 def storyboard_video(seed: int, frames: int, size: int, cut_back: int = None, gap: int = None, a_look: int = 0,
-                     min_first: int = MIN_FIRST) -> dict:
+                     min_first: int = MIN_FIRST, min_away: int = MIN_AWAY) -> dict:
     """One story A, B, (C), A from `seed` -> {
         video    (T, 3, S, S) float32 in [-1, 1],
         captions (T, L) long, each frame's shot caption,
@@ -303,14 +304,14 @@ def storyboard_video(seed: int, frames: int, size: int, cut_back: int = None, ga
         cut_back int, the first frame back on A,
         gap      int, cut_back minus A's last frame before it (gap - 1 frames of B and C)}.
     cut_back and gap force the timing (a benchmark); a_look picks another look of A (other_look);
-    min_first: the fewest frames of A before the cut in a drawn timing (--min_first)."""
+    min_first, min_away: the fewest frames of A before the cut and away from it in a drawn timing."""
     if size < 8:
         raise DataError(f"storyboard frames need size >= 8, got {size}")
     rng = np.random.default_rng([seed, STORY])
     captions = [random_caption(rng)]
     captions.append(random_caption(rng, avoid=captions))
     captions.append(random_caption(rng, avoid=captions))
-    first, away_b, away_c, cut_back = story_timing(rng, frames, cut_back, gap, min_first)
+    first, away_b, away_c, cut_back = story_timing(rng, frames, cut_back, gap, min_first, min_away)
     shot, clock = story_layout(first, away_b, away_c, frames)
     video = np.empty((frames, size, size, 3), dtype=np.float32)                # (T, S, S, 3)
     ids = torch.zeros(frames, CAPTION_LENGTH, dtype=torch.long)                 # (T, L)
@@ -332,10 +333,10 @@ def other_look(seed: int, frames: int, size: int, cut_back: int = None, gap: int
 
 
 def storyboard_videos(seeds, frames: int, size: int, cut_back: int = None, gap: int = None, a_look: int = 0,
-                      min_first: int = MIN_FIRST) -> dict:
+                      min_first: int = MIN_FIRST, min_away: int = MIN_AWAY) -> dict:
     """storyboard_video over seeds, stacked: video (N, T, 3, S, S), captions (N, T, L), shot (N, T),
     cut_back (N,), gap (N,)."""
-    stories = [storyboard_video(seed, frames, size, cut_back, gap, a_look, min_first) for seed in seeds]
+    stories = [storyboard_video(seed, frames, size, cut_back, gap, a_look, min_first, min_away) for seed in seeds]
     return {key: torch.stack([s[key] for s in stories]) if torch.is_tensor(stories[0][key])
             else torch.tensor([s[key] for s in stories]) for key in stories[0]}
 

@@ -50,9 +50,9 @@ def load_videos(cfg: Config, frames: int = 0, progress: bool = True, only=None):
         raise ConfigError(f"training data is square: set --height and --width equal (got {cfg.height}x{cfg.width})")
     if cfg.data == "storyboard":
         indices = range(cfg.train_videos) if only is None else only
-        train = storyboard_videos([TRAIN_SEED_OFFSET + j for j in indices], frames, cfg.height, min_first=cfg.min_first)
-        val = storyboard_videos(range(VAL_SEED_OFFSET, VAL_SEED_OFFSET + cfg.val_videos), frames, cfg.height,
-                                min_first=cfg.min_first)
+        timing = {"min_first": cfg.min_first, "min_away": cfg.min_away}
+        train = storyboard_videos([TRAIN_SEED_OFFSET + j for j in indices], frames, cfg.height, **timing)
+        val = storyboard_videos(range(VAL_SEED_OFFSET, VAL_SEED_OFFSET + cfg.val_videos), frames, cfg.height, **timing)
         return (train["video"], val["video"], f"storyboard: {cfg.train_videos} train stories, {cfg.val_videos} validation",
                 {"train": train["captions"], "val": val["captions"]})
     if cfg.data == "synthetic":

@@ -69,18 +69,23 @@ def test_default_timing_puts_a_beyond_a_two_frame_window_and_the_cut_back_anywhe
 
 
 
-def test_min_first_one_shows_some_a_for_a_single_frame_and_the_default_never_does():
-    def firsts(min_first):
+def test_min_first_and_min_away_reach_the_benchmarks_edges_and_the_defaults_never_do():
+    def timings(**edges):
         rng = np.random.default_rng(1)
-        return [sb.story_timing(rng, 18, min_first=min_first)[0] for _ in range(300)]
-    assert min(firsts(sb.MIN_FIRST)) == sb.MIN_FIRST == 2
-    singles = firsts(1).count(1) / 300
-    assert 0.15 < singles < 0.35                          # about a quarter of the stories (mean of 1/(cut_back - 3))
+        return [sb.story_timing(rng, 18, **edges) for _ in range(300)]
+    default = timings()
+    assert min(t[0] for t in default) == sb.MIN_FIRST == 2 and min(t[3] - t[0] + 1 for t in default) == sb.MIN_AWAY + 1 == 4
+    edges = timings(min_first=1, min_away=2)
+    singles = sum(t[0] == 1 for t in edges) / 300        # A seen for one frame (the benchmark's gap 16)
+    shortest = sum(t[3] - t[0] + 1 == 3 for t in edges) / 300   # B for two frames (its gap 3)
+    assert 0.12 < singles < 0.35 and 0.12 < shortest < 0.35   # about a fifth each
     story = sb.storyboard_videos(SEEDS, 18, 32, min_first=1)
     first = story["cut_back"] - story["gap"] + 1
     assert (first == 1).any() and ((story["shot"][first == 1][:, :2]) == torch.tensor([0, 1])).all()
-    with pytest.raises(sb.DataError, match="min_first"):
-        sb.story_timing(np.random.default_rng(0), 18, min_first=0)
+    for edge in ({"min_first": 0}, {"min_away": 0}):
+        with pytest.raises(sb.DataError, match="min_first and min_away"):
+            sb.story_timing(np.random.default_rng(0), 18, **edge)
+
 
 def test_the_cut_back_restores_a_and_another_look_of_a_is_far():
     same, other = [], []
