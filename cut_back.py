@@ -229,7 +229,8 @@ def claims(table: dict, gaps: list, window: int) -> list:
     full, lines = fulls[0] if fulls else None, []
     for gap in [g for g in gaps if g > window]:
         if full is not None:
-            over, use = interval(t(full, gap, "model") - t(full, gap, "chance")), interval(t(full, gap, "model") - t(full, gap, "swapped"))
+            over = interval(t(full, gap, "model") - t(full, gap, "chance"))
+            use = interval(t(full, gap, "model") - t(full, gap, "swapped"))
             lines.append(f"- gap {gap}: {full} is {over[0]:+.2f} dB over chance and uses {use[0]:.2f} dB of memory "
                          f"(bar: +6 and 3): {'holds' if over[0] >= 6 and use[0] >= 3 else 'does not hold'}")
         if full is not None and "window only" in table:

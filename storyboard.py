@@ -258,7 +258,8 @@ def random_caption(rng, avoid=()) -> tuple:
             return caption
 
 
-def story_timing(rng, frames: int, cut_back=None, gap=None, min_first: int = MIN_FIRST, min_away: int = MIN_AWAY) -> tuple:
+def story_timing(rng, frames: int, cut_back=None, gap=None, min_first: int = MIN_FIRST,
+                 min_away: int = MIN_AWAY) -> tuple:
     """-> (first, away_b, away_c, cut_back): A fills frames [0, first), B the next away_b, C the
     next away_c (0: no C), A again from cut_back = first + away_b + away_c to the end.
     gap = cut_back - (A's last frame before the cut) = away_b + away_c + 1. A drawn story shows A

@@ -27,7 +27,8 @@ def test_run_dir_keys_on_what_changes_the_result():
     cfg = SCALES["tiny"]
     same = cache.run_dir(cfg, "r")
     assert cache.run_dir(replace(cfg, threads=1, device="cuda", out="x", eval_every=7), "r") == same
-    for change in ({"steps": 10}, {"lr": 1e-3}, {"seed": 1}, {"rate": "4x4x2"}, {"data": "../v"}, {"min_first": 1}, {"min_away": 2}):
+    for change in ({"steps": 10}, {"lr": 1e-3}, {"seed": 1}, {"rate": "4x4x2"}, {"data": "../v"},
+                   {"min_first": 1}, {"min_away": 2}):
         assert cache.run_dir(replace(cfg, **change), "r") != same, change
     # a field added after results were cached counts only away from its default: old caches stay valid
     assert "min_first" not in result_fields(cfg) and "min_first" in result_fields(replace(cfg, min_first=1))

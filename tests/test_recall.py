@@ -182,4 +182,5 @@ def test_cut_back_claims_read_the_bars():
     assert "pfp 2x2x2 recovers 55% of full history (base)'s gain" in text and "256 against 1,152" in text
     assert "pfp 2x2x2 - pfp without pretrain = -0.42 dB" in text and text.endswith("does not hold")
     pair = {k: table[k] for k in ("pfp 2x2x2", "pfp without pretrain")}   # no ceiling: the orderings alone
-    assert cut_back.claims(pair, [6], window=2) == ["- gap 6: pfp 2x2x2 - pfp without pretrain = -0.42 dB [-0.52, -0.33]: does not hold"]
+    assert cut_back.claims(pair, [6], window=2) == [
+        "- gap 6: pfp 2x2x2 - pfp without pretrain = -0.42 dB [-0.52, -0.33]: does not hold"]

@@ -74,7 +74,8 @@ def test_min_first_and_min_away_reach_the_benchmarks_edges_and_the_defaults_neve
         rng = np.random.default_rng(1)
         return [sb.story_timing(rng, 18, **edges) for _ in range(300)]
     default = timings()
-    assert min(t[0] for t in default) == sb.MIN_FIRST == 2 and min(t[3] - t[0] + 1 for t in default) == sb.MIN_AWAY + 1 == 4
+    assert min(t[0] for t in default) == sb.MIN_FIRST == 2
+    assert min(t[3] - t[0] + 1 for t in default) == sb.MIN_AWAY + 1 == 4
     edges = timings(min_first=1, min_away=2)
     singles = sum(t[0] == 1 for t in edges) / 300        # A seen for one frame (the benchmark's gap 16)
     shortest = sum(t[3] - t[0] + 1 == 3 for t in edges) / 300   # B for two frames (its gap 3)
