@@ -22,9 +22,9 @@ For a 16-frame history plus a 2-frame chunk (T = 18) the cut back lands anywhere
 to frame 17 (the very end), and what lies between A's last frame and the return (B, or B then
 C) lasts at least 3 frames, so A is always further back than a 2-frame window. A benchmark
 forces both: `storyboard_video(seed, 18, 32, cut_back=16, gap=8)`. [ours] `--min_first 1
---min_away 2` widen the draw to the benchmark's edges: A seen for a single frame (its gap 16),
-B for just two (its gap 3). `other_look` is the same
-story with another look of A: the chance baseline (the right captions, the wrong memory).
+--min_away 2` widen the training draw to the benchmark's edges: A seen for a single frame (its
+gap 16), B for just two (its gap 3). `other_look` is the same story with another look of A:
+the chance baseline (the right captions, the wrong memory).
 
 Real clips have no captions: `stitch_real` cuts shots out of them into the same A, B, (C), A
 stories and captions each shot with a reserved word for its source file (real0 ... real11).

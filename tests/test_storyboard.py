@@ -68,7 +68,6 @@ def test_default_timing_puts_a_beyond_a_two_frame_window_and_the_cut_back_anywhe
     assert cut_backs == set(range(sb.MIN_FIRST + sb.MIN_AWAY, 18))   # from early to the very last frame
 
 
-
 def test_min_first_and_min_away_reach_the_benchmarks_edges_and_the_defaults_never_do():
     def timings(**edges):
         rng = np.random.default_rng(1)
