@@ -49,9 +49,9 @@ def with_memory(dit, memory, memory_pos, cfg: Config, memory_caption=None):
     return lambda x, t, pos, caption=None: dit(x, t, pos, memory, memory_pos, caption, memory_caption)
 
 
-@torch.no_grad()
-def retrieve(dit, phi, video, omega, cfg: Config, generator=None, trajectory=None):
-    """video (B, T, 3, H, W), omega (B, k) latent-frame indices -> retrieved pixels (B, k*vt, 3, H, W).
+def retrieval_start(dit, phi, video, omega, cfg: Config, generator=None):
+    """What the sampler of a retrieval starts from -> (x_1 (B, F, C, h, w) pure noise at the asked-for
+    frames, velocity(x, t) with t (B,), pick(x) -> the asked-for frames (B, k, C, h, w)).
     With noise-as-mask models every frame is in the sequence, the ones not asked for as in training:
     their true latents noised to fixed levels drawn from U[mask_noise_min, 1]."""
     B, k = omega.shape
@@ -61,21 +61,41 @@ def retrieve(dit, phi, video, omega, cfg: Config, generator=None, trajectory=Non
     shape = (B, latent.shape[1] if cfg.noise_as_mask else k, *latent.shape[2:])
     noise = torch.randn(shape, generator=generator).to(video.device)
     rows = torch.arange(B, device=video.device)[:, None]
-    if cfg.noise_as_mask:
-        frame_pos = torch.arange(latent.shape[1], device=video.device).expand(B, -1)   # (B, T')
-        is_target = torch.zeros(B, latent.shape[1], dtype=torch.bool, device=video.device)
-        is_target[rows, omega] = True
-        rest = cfg.mask_noise_min + (1 - cfg.mask_noise_min) * torch.rand(is_target.shape, generator=generator)
-        rest = rest.to(video.device)                                          # (B, T') as pfp_loss draws them
-        start = torch.where(is_target[:, :, None, None, None], noise, add_noise(latent, noise, rest))
+    if not cfg.noise_as_mask:
+        return noise, lambda x, t: G(x, t[:, None].expand(B, k), omega), lambda x: x
+    frame_pos = torch.arange(latent.shape[1], device=video.device).expand(B, -1)   # (B, T')
+    is_target = torch.zeros(B, latent.shape[1], dtype=torch.bool, device=video.device)
+    is_target[rows, omega] = True
+    rest = cfg.mask_noise_min + (1 - cfg.mask_noise_min) * torch.rand(is_target.shape, generator=generator)
+    rest = rest.to(video.device)                                              # (B, T') as pfp_loss draws them
+    start = torch.where(is_target[:, :, None, None, None], noise, add_noise(latent, noise, rest))
 
-        def velocity(x, t):                       # only the asked-for frames move; the rest stay as they are
-            levels = torch.where(is_target, t[:, None], rest)
-            return G(x, levels, frame_pos) * is_target[:, :, None, None, None]
-        x0 = euler_sample(velocity, start, cfg.sample_steps, cfg.t_shift, trajectory)[rows, omega]
-    else:
-        velocity = lambda x, t: G(x, t[:, None].expand(B, k), omega)
-        x0 = euler_sample(velocity, noise, cfg.sample_steps, cfg.t_shift, trajectory)   # (B, k, C, h, w)
+    def velocity(x, t):                       # only the asked-for frames move; the rest stay as they are
+        levels = torch.where(is_target, t[:, None], rest)
+        return G(x, levels, frame_pos) * is_target[:, :, None, None, None]
+    return start, velocity, lambda x: x[rows, omega]
+
+
+@torch.no_grad()
+def retrieve(dit, phi, video, omega, cfg: Config, generator=None, trajectory=None):
+    """video (B, T, 3, H, W), omega (B, k) latent-frame indices -> retrieved pixels (B, k*vt, 3, H, W):
+    one draw of the sampler, the paper's Table 1 metric."""
+    start, velocity, pick = retrieval_start(dit, phi, video, omega, cfg, generator)
+    x0 = pick(euler_sample(velocity, start, cfg.sample_steps, cfg.t_shift, trajectory))   # (B, k, C, h, w)
+    return dit.latent.decode(x0).clamp(-1, 1)
+
+
+@torch.no_grad()
+def posterior_mean(dit, phi, video, omega, cfg: Config, draws: int = 4, generator=None):
+    """The DiT's own estimate of E[frame | memory] -> pixels (B, k*vt, 3, H, W): its x0 prediction
+    from pure noise, x_1 - v(x_1, t = 1), averaged over `draws` noises. [ours]
+    A sample is one draw from the posterior and a blur is close to its mean; PSNR favours the
+    mean, so this is what a reconstruction is fairly compared with (docs/paper.md)."""
+    x0 = 0
+    for _ in range(draws):
+        start, velocity, pick = retrieval_start(dit, phi, video, omega, cfg, generator)
+        ones = torch.ones(start.shape[0], device=start.device)
+        x0 = x0 + pick(start - velocity(start, ones)) / draws                 # (B, k, C, h, w)
     return dit.latent.decode(x0).clamp(-1, 1)
 
 

@@ -34,7 +34,7 @@ from metrics import psnr, ssim, load_stlpips
 from checkpoint import RunFolder, load_dit
 from footprint import check_training_fits
 from plot import save_rows_png
-from sample import retrieve, true_frames
+from sample import posterior_mean, retrieve, true_frames
 from training import (Logbook, accumulate_gradients, fit_latent, interruptible, latent_ceiling, latent_line, make_optimizer,
                       micro_batch_size, optimizer_step, process_videos, random_batch, start_run, training_objective)
 
@@ -75,14 +75,15 @@ def pfp_loss(dit, phi, video, cfg: Config):
 @torch.no_grad()
 def evaluate_retrieval(dit, phi, videos, cfg: Config, groups_per_video: int, batch: int = 64, lpips=None):
     """Retrieve frames of each video in groups of k (a fixed random Omega each, as in training).
-    -> per-frame PSNR, SSIM (and ST-LPIPS when an `lpips` function is given) and latent-frame position."""
-    gen = torch.Generator().manual_seed(1234)
+    -> per-frame PSNR, SSIM (and ST-LPIPS when an `lpips` function is given), the PSNR of the
+    DiT's posterior mean (psnr_mean, sample.posterior_mean) and latent-frame position."""
+    gen, mean_gen = torch.Generator().manual_seed(1234), torch.Generator().manual_seed(4321)
     T, k = cfg.latent_frames, cfg.targets
     jobs = []                                        # (video index, omega)
     for i in range(len(videos)):
         groups = torch.randperm(T, generator=gen)[:T // k * k].reshape(-1, k)   # (T // k, k) disjoint
         jobs += [(i, omega) for omega in groups.sort(dim=1).values[:groups_per_video]]
-    scores = {"psnr": [], "ssim": [], "position": [], **({"lpips": []} if lpips else {})}
+    scores = {"psnr": [], "ssim": [], "psnr_mean": [], "position": [], **({"lpips": []} if lpips else {})}
     for start in range(0, len(jobs), batch):
         chunk = jobs[start:start + batch]
         video = videos[torch.tensor([i for i, _ in chunk])]                  # (b, T, 3, H, W)
@@ -90,6 +91,7 @@ def evaluate_retrieval(dit, phi, videos, cfg: Config, groups_per_video: int, bat
         got, truth = retrieve(dit, phi, video, omega, cfg, gen), true_frames(video, omega, cfg)
         scores["psnr"].append(psnr(got, truth).flatten())
         scores["ssim"].append(ssim(got, truth).flatten())
+        scores["psnr_mean"].append(psnr(posterior_mean(dit, phi, video, omega, cfg, generator=mean_gen), truth).flatten())
         if lpips:
             scores["lpips"].append(lpips(got, truth).flatten())
         scores["position"].append(omega.repeat_interleave(cfg.vae_time, dim=1).flatten())
@@ -111,6 +113,7 @@ def summarise(scores, cfg: Config) -> dict:
     """Mean PSNR/SSIM overall and per third of the history (first, middle, last)."""
     third = (scores["position"] * 3 // cfg.latent_frames).clamp(max=2)
     out = {"psnr": scores["psnr"].mean().item(), "ssim": scores["ssim"].mean().item(),
+           "psnr_mean": scores["psnr_mean"].mean().item(),
            "lpips": scores["lpips"].mean().item() if "lpips" in scores else None}     # ST-LPIPS; None: not installed
     for name, idx in zip(["first", "middle", "last"], range(3)):
         out[f"psnr_{name}"] = scores["psnr"][third == idx].mean().item()
@@ -181,7 +184,8 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
         book = Logbook(out, cfg, 1, models, optimizer, schedule, main_process, say, tokens_per_step,
                        validate=lambda: summarise(evaluate_retrieval(ema_dit, ema_phi, val[:8], cfg, groups_per_video=2), cfg),
                        describe=lambda r: f"val PSNR {r['psnr']:.2f} dB (first/middle/last third {r['psnr_first']:.2f}/"
-                                          f"{r['psnr_middle']:.2f}/{r['psnr_last']:.2f}), SSIM {r['ssim']:.3f}")
+                                          f"{r['psnr_middle']:.2f}/{r['psnr_last']:.2f}), SSIM {r['ssim']:.3f}; "
+                                          f"posterior mean {r['psnr_mean']:.2f} dB")
         draw = lambda i: (random_batch(train_videos, pools[i], micro, cfg),)   # micro-batch i: (b, T, 3, H, W)
 
         # --- training ---------------------------------------------------------------------------
@@ -214,7 +218,7 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
         book.close(final, summary)
         say(f"done in {summary['wall_seconds'] / 60:.1f} min: val retrieval PSNR {final['psnr']:.2f} dB "
             f"(first/middle/last third {final['psnr_first']:.2f}/{final['psnr_middle']:.2f}/{final['psnr_last']:.2f}), "
-            f"SSIM {final['ssim']:.3f}, {n_memory} memory tokens")
+            f"SSIM {final['ssim']:.3f}, {n_memory} memory tokens; the DiT's posterior mean {final['psnr_mean']:.2f} dB")
         say(f"no network: the history's mean frame {floor['mean_frame']:.2f} dB, the video pooled {cfg.rate} and blown "
             f"back up {floor['pooled']:.2f} dB" + ("" if ceiling is None else f"; the pca latent's ceiling {ceiling:.2f} dB"))
         say(f"wrote {out}/summary.json, {out}/retrieval.png, {out}/ckpt.pt")

@@ -357,6 +357,7 @@ class Logbook:
         if self.main:
             self.log = open(self.log_path, "a" if first else "w")
         self.started = self.tick = time.time()
+        self.eval_seconds = 0.0
         self.bar = tqdm(range(first, self.cfg.steps), desc=desc, dynamic_ncols=True, position=position, leave=not quiet,
                         disable=not self.main, initial=first, total=self.cfg.steps)
         return self.bar
@@ -388,10 +389,12 @@ class Logbook:
         if self.main and done % cfg.eval_every == 0 and done < cfg.steps:
             began = time.time()
             figures = self.validate()
-            self.write({"step": done, "val": figures})
+            trained = began - self.started - self.eval_seconds      # training time so far in this process
+            self.write({"step": done, "val": figures, "train_seconds": round(trained, 1)})
             if self.say is print:                      # rank 0, not --quiet
                 self.bar.write(f"step {done}: {self.describe(figures)}")
             self.tick += time.time() - began           # evaluation time is not training speed
+            self.eval_seconds += time.time() - began
         if self.main and (stop or done % cfg.ckpt_every == 0):
             self.save(done)
         if stop:
