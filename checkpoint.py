@@ -71,7 +71,7 @@ def read_checkpoint(path, device="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" not in str(e):       # garbage, not an object: the truncated case below
+        if "unsupported global" not in str(e).lower():   # garbage, not an object: the truncated case below
             raise ConfigError(f"checkpoint {path!r} could not be read (not a PyTorch checkpoint): it is truncated or not "
                               f"from train_pfp.py/train_ar.py; retrain or pass another file") from e
         raise ConfigError(f"checkpoint {path!r} holds Python objects, not only weights: refused unread, since loading "
@@ -82,6 +82,8 @@ def read_checkpoint(path, device="cpu") -> dict:
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
         raise ConfigError(f"checkpoint {path!r} is a PyTorch file but not a checkpoint of train_pfp.py/train_ar.py "
                           f"(no config in it): pass a ckpt.pt of theirs")
+    if isinstance(ckpt["config"].get("threads"), int):
+        ckpt["config"]["threads"] = 0    # the writer's machine, not the model: this machine picks its own
     try:
         check(Config(**ckpt["config"]))
         ckpt["dit"], ckpt["dit_ema"], ckpt["compressor_ema"]

@@ -231,7 +231,7 @@ def check(cfg: Config, rate_must_divide: bool = True) -> Config:
     if min(cfg.height, cfg.width) < MIN_SIDE:
         raise ConfigError(f"--height/--width {cfg.height}x{cfg.width}: at least {MIN_SIDE} pixels each, the side of "
                           f"the SSIM window every evaluation uses (metrics.py)")
-    ranges = {"ema": (0 <= cfg.ema < 1, "in [0, 1)"), "lr": (cfg.lr > 0, "above 0"),
+    ranges = {"ema": (0 <= cfg.ema < 1, "in [0, 1)"), "lr": (cfg.lr > 0, "above 0"), "dit_lr_scale": (cfg.dit_lr_scale > 0, "above 0"),
               "mask_noise_min": (0 <= cfg.mask_noise_min <= 1, "in [0, 1]"), "split_full": (0 <= cfg.split_full <= 1, "in [0, 1]"),
               "split_return": (0 <= cfg.split_return <= 1, "in [0, 1]"),
               "caption_dropout": (0 <= cfg.caption_dropout <= 1, "in [0, 1]"),

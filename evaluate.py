@@ -333,7 +333,7 @@ def main():
         fail(f"--object_share {args.object_share} must lie in [0, 1]")
     if args.stories == 1 or args.stories < 0:
         fail(f"--stories must be 2 or more (the interval needs two), got {args.stories}")
-    check(replace(SCALES[args.scale], device=args.device))              # an unknown --device, before any work
+    check(replace(SCALES[args.scale], device=args.device, threads=args.threads))   # before any work
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         fail(f"--device {args.device}: no CUDA GPU is visible to PyTorch here; use --device cpu")
     writable_folder(args.results, "--results")                          # not after hours of training

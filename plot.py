@@ -10,16 +10,16 @@ ticks: steps of 1, 2 or 5 x 10^k when linear, powers of 10 (of 2 over short span
 
     python plot.py [out.png]      # demo chart, written to /tmp/plot_demo.png by default
 """
+import argparse
 import math
 import os
-import sys
 from itertools import groupby
 
 import imageio
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from config import ConfigError, run_main
+from config import ConfigError, fail, run_main
 from checkpoint import write_atomically
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -225,7 +225,10 @@ def main():
     demo = {m: (fs, [b - drop * f / 32 + 0.4 * math.sin(f + b) for f in fs]) for m, b, drop in
             [("pfp", 31, 3), ("only_lr", 29, 5), ("without_lr", 28, 6), ("none", 26, 9)]}
     demo["without_lr"][1][7:9] = [None, None]                      # a gap breaks the line
-    out = sys.argv[1] if len(sys.argv) > 1 else "/tmp/plot_demo.png"
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", nargs="?", default="/tmp/plot_demo.png", help="the demo chart's PNG path")
+    parser.error = fail
+    out = parser.parse_args().out
     line_chart(demo, out, title="PSNR vs frame position (demo data)", xlabel="frame position",
                ylabel="PSNR (dB)")
     print(f"wrote {out}")

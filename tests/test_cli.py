@@ -56,6 +56,7 @@ CASES = {
     "unknown dtype": (["--dtype", "fp16"], "invalid choice: 'fp16'"),
     "not a yes/no value": (["--compile", "maybe"], "'maybe' is not a yes/no value: write true or false"),
     "unknown device": (["--device", "tpu"], "unknown --device 'tpu': choose cpu, cuda or cuda:N"),
+    "negative learning rate for the DiT": (["--dit_lr_scale", "-1"], "--dit_lr_scale must be above 0, got -1.0"),
 }
 if not torch.cuda.is_available():
     CASES["no GPU for --device cuda"] = (["--device", "cuda"], "no CUDA GPU")
@@ -133,6 +134,16 @@ def test_every_flag_explains_itself_in_help(cli):
 def test_evaluate_negative_steps_is_one_line_exit_2(cli):
     code, _, err = cli("evaluate.py", "--steps", "-3")
     assert code == 2 and err.strip() == "error: --steps must be 0 (the default) or a positive integer, got -3"
+
+
+def test_evaluate_refuses_more_threads_than_the_machine_takes(cli):
+    code, _, err = cli("evaluate.py", "--threads", "100000")
+    assert code == 2 and "--threads must be 0" in err and len(err.strip().splitlines()) == 1
+
+
+def test_plot_help_writes_no_file(tmp_path):
+    result = run(os.path.join(ROOT, "plot.py"), "--help", cwd=tmp_path)
+    assert result.returncode == 0 and "usage" in result.stdout and not list(tmp_path.iterdir())
 
 
 def test_a_flag_newer_than_the_checkpoint_is_applied_not_dropped():

@@ -61,6 +61,32 @@ class CreatesAFile:
         return open, (self.path, "w")
 
 
+def test_a_checkpoint_from_a_bigger_machine_loads(tmp_path, finished, cli):
+    """--threads is the writer's machine, not the model: a run made with more threads than this
+    machine allows still samples and starts stage 2 here."""
+    ckpt = torch.load(finished / "ckpt.pt", weights_only=True)
+    ckpt["config"]["threads"] = 64 * (os.cpu_count() or 1)
+    torch.save(ckpt, tmp_path / "ckpt.pt")
+    code, _, err = cli(sample, "--ckpt", tmp_path / "ckpt.pt", "--retrieve", "--out", tmp_path / "sampled")
+    assert code == 0, err[-500:]
+    code, _, err = cli(train_ar, "--init", tmp_path / "ckpt.pt", "--steps", "1", "--out", tmp_path / "ar")
+    assert code == 0, err[-500:]
+
+
+class CallsABlockedModule:
+    """Unpickling this calls os.getpid: a global of a module torch blocks outright (its message differs)."""
+    def __reduce__(self):
+        return os.getpid, ()
+
+
+def test_a_checkpoint_naming_a_blocked_module_is_refused_unread(tmp_path, finished, cli):
+    evil = torch.load(finished / "ckpt.pt", weights_only=True)
+    evil["config"]["payload"] = CallsABlockedModule()
+    torch.save(evil, tmp_path / "ckpt.pt")
+    code, _, err = cli(sample, "--ckpt", tmp_path / "ckpt.pt", "--retrieve")
+    assert code == 2 and "refused unread" in one_line(err), err[-500:]
+
+
 def test_a_checkpoint_that_would_run_code_is_refused_unread(tmp_path, finished, cli):
     marker = tmp_path / "created-by-the-checkpoint"
     evil = torch.load(finished / "ckpt.pt", weights_only=True)
