@@ -28,7 +28,7 @@ import torch.nn as nn
 from tqdm import tqdm
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-MAX_UPDATE = 1.0     # the NaN guard undoes an update that moves the weights by more than their own norm
+MAX_UPDATE = 1.0     # the NaN guard skips an update that would move the weights by more than their own norm
 LATENT_FIT_CLIPS = 256   # [ours] training clips a --latent pca basis is fitted on: ~1M pixel blocks at tiny, seconds
 
 from config import Config, ConfigError, Interrupted, result_fields
@@ -243,28 +243,46 @@ def accumulate_gradients(objective, draw, step: int, rank: int, cfg: Config) -> 
 
 def optimizer_step(loss, params, optimizer, schedule, ema_pairs, step: int, cfg: Config) -> tuple:
     """Clip, AdamW, the learning-rate schedule and the EMA, after accumulate_gradients ->
-    (gradient norm before clipping, whether the update was kept).
+    (gradient norm before clipping, whether the update was made).
 
     The NaN guard: a non-finite loss or gradient norm skips the update; so does an update that
-    moves the weights by more than MAX_UPDATE of their own norm (a diverging step, e.g. --lr 1e30,
-    whose loss is still finite), which is undone. So the weights, and the checkpoints written
-    from them, stay the last good ones. (AdamW's moments keep the undone step's clipped gradient.)"""
+    would move the weights by more than MAX_UPDATE of their own norm (a diverging step, e.g.
+    --lr 1e30, whose loss is still finite). The update is predicted from AdamW's moments before
+    it is made (adamw_update_norm), so a skipped step changes neither the weights nor the moments,
+    and no copy of the weights is held."""
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     kept = bool(torch.isfinite(loss) and torch.isfinite(grad_norm))
     if kept:
         with torch.no_grad():
-            before = torch._foreach_mul(params, 1.0)                 # a copy (foreach: one call, not one per tensor)
-            optimizer.step()
-            norm = lambda tensors: torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
-            moved, size = norm(torch._foreach_sub(params, before)), norm(before)
+            size = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(params)))
+            moved = adamw_update_norm(optimizer)
             kept = bool(torch.isfinite(moved) and moved <= MAX_UPDATE * size)
-            if not kept:
-                torch._foreach_copy_(params, before)
     if kept:
+        optimizer.step()
         schedule.step()
         update_ema(ema_pairs, step, cfg)
     optimizer.zero_grad(set_to_none=True)
     return grad_norm, kept
+
+
+@torch.no_grad()
+def adamw_update_norm(optimizer) -> torch.Tensor:
+    """The norm of the update optimizer.step() is about to make: AdamW's step (moments updated with
+    this gradient, bias-corrected, plus the decoupled weight decay), computed one tensor at a time,
+    so it costs a few temporaries the size of the largest tensor, not a copy of the model."""
+    total = torch.zeros(())
+    for group in optimizer.param_groups:
+        (b1, b2), lr, eps, decay = group["betas"], group["lr"], group["eps"], group["weight_decay"]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = optimizer.state.get(p, {})
+            t = int(state["step"]) + 1 if state else 1
+            m = torch.lerp(state["exp_avg"], p.grad, 1 - b1) if state else p.grad * (1 - b1)
+            v = torch.lerp(state["exp_avg_sq"], p.grad.square(), 1 - b2) if state else p.grad.square() * (1 - b2)
+            update = (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + eps) + decay * p
+            total += (lr * update).float().square().sum().cpu()
+    return total.sqrt()
 
 
 def count_bad_steps(bad: int, kept: bool, loss, grad_norm, step: int, cfg: Config, saved: str, say) -> int:

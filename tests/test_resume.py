@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import replace
 
+import pytest
 import torch
 
 from config import SCALES, check
@@ -92,3 +93,20 @@ def test_same_seed_same_loss_curve(tmp_path):
         train(replace(cfg, seed=seed), str(tmp_path / name), quiet=True)
         curves.append([json.loads(line)["loss"] for line in open(tmp_path / name / "metrics.jsonl") if '"loss"' in line])
     assert curves[0] == curves[1] and curves[0] != curves[2]
+
+
+def test_the_nan_guard_predicts_the_update_adamw_makes():
+    """The guard's prediction of the update (no copy of the weights) is the update AdamW then makes,
+    with weight decay, warmup and several steps of moments behind it."""
+    from training import adamw_update_norm
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.SiLU(), torch.nn.Linear(8, 3))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-2, betas=(0.9, 0.99), weight_decay=0.1)
+    for _ in range(4):
+        model(torch.randn(16, 6)).pow(2).mean().backward()
+        predicted = adamw_update_norm(optimizer)
+        before = [p.detach().clone() for p in model.parameters()]
+        optimizer.step()
+        optimizer.zero_grad()
+        moved = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)]).norm()
+        assert predicted.item() == pytest.approx(moved.item(), rel=1e-4) and moved > 0
