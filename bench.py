@@ -39,8 +39,8 @@ from footprint import activation_bytes, human_bytes, machine_memory
 from plot import line_chart
 from checkpoint import writable_folder, write_atomically
 from sample import next_chunk
-from train_pfp import pfp_loss
-from training import Objective, accumulate_gradients, make_optimizer, optimizer_step, random_batch
+from train_pfp import PFPLoss
+from training import autocast, make_optimizer, micro_batch, random_batch, update_ema, update_is_safe
 
 # PyTorch counts the FLOPs of the GPU attention kernels but not of the CPU one; register it.
 _cpu_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
@@ -119,7 +119,7 @@ def peak_memory_since(device: str, baseline: int) -> int:
 
 # --- training utilisation ---------------------------------------------------------------------
 def training_speed(cfg: Config, steps: int) -> dict:
-    """Time the real training step (train_pfp: accumulate_gradients + optimizer_step, EMA included)
+    """Time the real training step (train_pfp.train's: micro-batches, clip, guard, AdamW, EMA)
     on random videos -> ms/step, tokens/s, FLOPs per step, MFU and peak memory."""
     device = cfg.device
     torch.manual_seed(0)
@@ -129,11 +129,21 @@ def training_speed(cfg: Config, steps: int) -> dict:
     optimizer, schedule = make_optimizer(dit, phi, cfg)
     videos = torch.rand(2 * cfg.batch, cfg.history, 3, cfg.height, cfg.width, device=device) * 2 - 1
     micro = cfg.batch // cfg.accum
-    objective = Objective(pfp_loss, dit, phi, cfg)
+    loss_fn = PFPLoss(dit, phi, cfg)
     pool = torch.arange(len(videos), device=device)
-    draw = lambda i: (random_batch(videos, pool, micro, cfg),)
-    step = lambda: optimizer_step(accumulate_gradients(objective, draw, 0, 0, cfg)[0], params, optimizer, schedule,
-                                  ema_pairs, 0, cfg)
+
+    def step():                                          # as train_pfp.train's loop writes it
+        for i in range(cfg.accum):
+            with micro_batch(loss_fn, 0, 0, i, cfg):
+                with autocast(cfg):
+                    loss = loss_fn(random_batch(videos, pool, micro, cfg))[0]
+                (loss / cfg.accum).backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        if update_is_safe(loss.detach(), grad_norm, params, optimizer):
+            optimizer.step()
+            schedule.step()
+            update_ema(ema_pairs, 0, cfg)
+        optimizer.zero_grad(set_to_none=True)
     counter = flop_counter.FlopCounterMode(display=False)
     baseline = peak_memory_reset(device)
     with counter:                                        # eager, before any compilation

@@ -34,6 +34,7 @@ import time
 from dataclasses import asdict
 
 import torch
+import torch.nn as nn
 
 from config import Config, ConfigError, add_config_flags, config_from_args, run_main
 from compressor import Compressor
@@ -45,8 +46,8 @@ from checkpoint import RunFolder, load_dit, read_checkpoint
 from footprint import check_training_fits
 from plot import save_rows_png
 from sample import ar_context, chunk_and_context_captions, chunk_positions, next_chunk
-from training import (Logbook, accumulate_gradients, fit_latent, interruptible, latent_ceiling, latent_line, make_optimizer,
-                      micro_batch_size, optimizer_step, process_videos, random_batch, start_run, training_objective)
+from training import (Logbook, autocast, distribute, fit_latent, interruptible, latent_ceiling, latent_line, make_optimizer,
+                      micro_batch, micro_batch_size, process_videos, random_batch, start_run, update_ema, update_is_safe)
 
 
 def split_points(cfg: Config) -> list:
@@ -70,6 +71,17 @@ def ar_loss(dit, phi, video, s: int, captions, cfg: Config):
             caption=caption, memory_caption=memory_caption)
     per_sample = (v - velocity_target(x0, eps)).pow(2).mean(dim=(1, 2, 3, 4))   # (B,) the chunk only
     return per_sample.mean(), per_sample.detach(), t
+
+
+class ARLoss(nn.Module):
+    """L_ar with the DiT and phi inside: one module, the unit DDP wraps (as train_pfp.PFPLoss)."""
+
+    def __init__(self, dit, phi, cfg: Config):
+        super().__init__()
+        self.dit, self.phi, self.cfg = dit, phi, cfg
+
+    def forward(self, video, s: int, captions):
+        return ar_loss(self.dit, self.phi, video, s, captions, self.cfg)
 
 
 def evaluate_next_chunk(dit, phi, val, cfg: Config, batch: int = 32, captions=None) -> dict:
@@ -141,7 +153,7 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
         say(f"init: {origin}")
         say(f"{cfg.compressor} {cfg.rate} + window {cfg.window}: {n_context} context tokens for a {cfg.latent_frames}-frame "
             f"history of {math.prod(cfg.token_grid)} tokens; chunk {cfg.chunk} latent frames")
-        objective = training_objective(ar_loss, dit, phi, cfg, world)
+        loss_fn = distribute(ARLoss(dit, phi, cfg), cfg, world)
         optimizer, schedule = make_optimizer(dit, phi, cfg)
         ema_pairs = list(zip(list(ema_dit.parameters()) + list(ema_phi.parameters()), params))
         splits = split_points(cfg)
@@ -175,10 +187,27 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
         folder.start(asdict(cfg))                     # only now, all checked, is anything written to out
         with interruptible() as stop:
             for step in book.start(first, f"stage 2 {name}", position, quiet):
-                # one step: L_ar on --accum micro-batches (forward, backward), then clip, AdamW, schedule, EMA
-                loss, per_sample, t = accumulate_gradients(objective, draw, step, rank, cfg)
-                grad_norm, kept = optimizer_step(loss, params, optimizer, schedule, ema_pairs, step, cfg)
-                book.after_step(step, loss, grad_norm, kept, per_sample, t, stop)
+                # forward and backward on L_ar, one micro-batch at a time (--accum): the gradients add up
+                losses, per_sample, ts = [], [], []
+                for i in range(cfg.accum):
+                    with micro_batch(loss_fn, step, rank, i, cfg):        # its own seed; DDP syncs on the last
+                        video, s, clip_captions = draw(i)                 # (b, T + c, 3, H, W), split, captions
+                        with autocast(cfg):
+                            loss, sample_losses, t = loss_fn(video, s, clip_captions)
+                        (loss / cfg.accum).backward()
+                    losses.append(loss.detach())
+                    per_sample.append(sample_losses.float())
+                    ts.append(t)
+                loss = torch.stack(losses).mean()
+                # clip, then AdamW, the schedule and the EMA, unless the NaN guard skips the step
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                kept = update_is_safe(loss, grad_norm, params, optimizer)
+                if kept:
+                    optimizer.step()
+                    schedule.step()
+                    update_ema(ema_pairs, step, cfg)
+                optimizer.zero_grad(set_to_none=True)
+                book.after_step(step, loss, grad_norm, kept, torch.cat(per_sample), torch.cat(ts), stop)
         train_seconds = book.finish(world)
         if not main_process:
             return {}

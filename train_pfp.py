@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from config import Config, add_config_flags, config_from_args, run_main
@@ -35,8 +36,8 @@ from checkpoint import RunFolder, load_dit
 from footprint import check_training_fits
 from plot import save_rows_png
 from sample import posterior_mean, retrieve, true_frames
-from training import (Logbook, accumulate_gradients, fit_latent, interruptible, latent_ceiling, latent_line, make_optimizer,
-                      micro_batch_size, optimizer_step, process_videos, random_batch, start_run, training_objective)
+from training import (Logbook, autocast, distribute, fit_latent, interruptible, latent_ceiling, latent_line, make_optimizer,
+                      micro_batch, micro_batch_size, process_videos, random_batch, start_run, update_ema, update_is_safe)
 
 
 def pick_omega(batch: int, cfg: Config, generator=None) -> torch.Tensor:
@@ -70,6 +71,18 @@ def pfp_loss(dit, phi, video, cfg: Config):
     sq_err = (v - velocity_target(x0, eps)).pow(2).mean(dim=(2, 3, 4))     # (B, frames)
     per_sample = (sq_err * on_target).sum(1) / on_target.sum(1)             # the loss is on Omega only
     return per_sample.mean(), per_sample.detach(), t
+
+
+class PFPLoss(nn.Module):
+    """L_pfp with the DiT and phi inside: one module, the unit DDP wraps, so that backward
+    averages the gradients of both models across processes."""
+
+    def __init__(self, dit, phi, cfg: Config):
+        super().__init__()
+        self.dit, self.phi, self.cfg = dit, phi, cfg
+
+    def forward(self, video):
+        return pfp_loss(self.dit, self.phi, video, self.cfg)
 
 
 @torch.no_grad()
@@ -176,7 +189,7 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
             f"{math.prod(cfg.token_grid)} history tokens ({cfg.rate})")
         say(f"global batch {cfg.batch} = {world} process(es) x {cfg.accum} micro-batch(es) of {micro}; {cfg.dtype}"
             + (", compiled" if cfg.compile else ""))
-        objective = training_objective(pfp_loss, dit, phi, cfg, world)
+        loss_fn = distribute(PFPLoss(dit, phi, cfg), cfg, world)
 
         optimizer, schedule = make_optimizer(dit, phi, cfg)
         ema_pairs = list(zip(list(ema_dit.parameters()) + list(ema_phi.parameters()), params))
@@ -186,7 +199,6 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
                        describe=lambda r: f"val PSNR {r['psnr']:.2f} dB (first/middle/last third {r['psnr_first']:.2f}/"
                                           f"{r['psnr_middle']:.2f}/{r['psnr_last']:.2f}), SSIM {r['ssim']:.3f}; "
                                           f"posterior mean {r['psnr_mean']:.2f} dB")
-        draw = lambda i: (random_batch(train_videos, pools[i], micro, cfg),)   # micro-batch i: (b, T, 3, H, W)
 
         # --- training ---------------------------------------------------------------------------
         first = book.resume() if resuming else 0
@@ -195,10 +207,27 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
         folder.start(asdict(cfg))                     # only now, all checked, is anything written to out
         with interruptible() as stop:
             for step in book.start(first, f"stage 1 {name}", position, quiet):
-                # one step: L_pfp on --accum micro-batches (forward, backward), then clip, AdamW, schedule, EMA
-                loss, per_sample, t = accumulate_gradients(objective, draw, step, rank, cfg)
-                grad_norm, kept = optimizer_step(loss, params, optimizer, schedule, ema_pairs, step, cfg)
-                book.after_step(step, loss, grad_norm, kept, per_sample, t, stop)
+                # forward and backward on L_pfp, one micro-batch at a time (--accum): the gradients add up
+                losses, per_sample, ts = [], [], []
+                for i in range(cfg.accum):
+                    with micro_batch(loss_fn, step, rank, i, cfg):        # its own seed; DDP syncs on the last
+                        video = random_batch(train_videos, pools[i], micro, cfg)   # (b, T, 3, H, W)
+                        with autocast(cfg):
+                            loss, sample_losses, t = loss_fn(video)
+                        (loss / cfg.accum).backward()
+                    losses.append(loss.detach())
+                    per_sample.append(sample_losses.float())
+                    ts.append(t)
+                loss = torch.stack(losses).mean()
+                # clip, then AdamW, the schedule and the EMA, unless the NaN guard skips the step
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                kept = update_is_safe(loss, grad_norm, params, optimizer)
+                if kept:
+                    optimizer.step()
+                    schedule.step()
+                    update_ema(ema_pairs, step, cfg)
+                optimizer.zero_grad(set_to_none=True)
+                book.after_step(step, loss, grad_norm, kept, torch.cat(per_sample), torch.cat(ts), stop)
         train_seconds = book.finish(world)
         if not main_process:
             return {}

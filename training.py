@@ -4,9 +4,10 @@ all of it is what makes a long run trustworthy.
 
 - data: load_videos, and process_videos (this process's shard of them); a --latent pca basis
   fitted on them (fit_latent) and its reconstruction ceiling (latent_ceiling);
-- scaling (README, "Scaling up"): torchrun's processes and DDP (setup_distributed, Objective),
-  micro-batches with a seed each (accumulate_gradients), bf16 autocast, torch.compile;
-- the step: AdamW with warmup and cosine decay, clipping, EMA, the NaN guard (optimizer_step);
+- scaling (README, "Scaling up"): torchrun's processes and DDP (setup_distributed, distribute),
+  micro-batches with a seed each (micro_batch), bf16 autocast, torch.compile;
+- around the step, which each training script writes out: AdamW with warmup and cosine decay
+  (make_optimizer), the NaN guard (update_is_safe), the EMA (update_ema);
 - nothing lost (README, "Nothing lost"): checkpoints, --resume, Ctrl-C/SIGTERM (interruptible).
 
     torchrun --nproc_per_node 2 train_pfp.py --scale tiny     # uses all of it
@@ -125,18 +126,6 @@ def random_batch(videos, pool, size: int, cfg: Config, rows=None):
 
 
 # --- scaling up: processes, micro-batches, precision (README, "Scaling up") ----------------------
-class Objective(nn.Module):
-    """The DiT, phi and a loss as one module: the unit DDP wraps, so that the backward pass
-    averages the gradients of both models across processes."""
-
-    def __init__(self, loss, dit, phi, cfg: Config):
-        super().__init__()
-        self.loss, self.dit, self.phi, self.cfg = loss, dit, phi, cfg
-
-    def forward(self, *batch):
-        return self.loss(self.dit, self.phi, *batch, self.cfg)
-
-
 def setup_distributed(cfg: Config) -> tuple:
     """-> (cfg, rank, world size). Under torchrun (which sets RANK, WORLD_SIZE, LOCAL_RANK) join the
     process group: nccl with one GPU per process, gloo on CPU. A plain `python` run is rank 0 of 1."""
@@ -198,15 +187,15 @@ def start_run(cfg: Config, quiet: bool) -> tuple:
     return cfg, rank, world, say
 
 
-def training_objective(loss, dit, phi, cfg: Config, world: int):
-    """Objective(loss, dit, phi), its models compiled with --compile, wrapped in DDP under torchrun."""
+def distribute(loss: nn.Module, cfg: Config, world: int) -> nn.Module:
+    """A stage's loss module (its models inside): their forward compiled with --compile, and the
+    whole wrapped in DDP under torchrun, so that backward averages the gradients across processes."""
     if cfg.compile:
-        dit.compile()
-        phi.compile()
-    objective = Objective(loss, dit, phi, cfg)
+        for model in loss.children():
+            model.compile()
     if world > 1:
-        objective = DDP(objective, device_ids=[torch.cuda.current_device()] if cfg.device.startswith("cuda") else None)
-    return objective
+        loss = DDP(loss, device_ids=[torch.cuda.current_device()] if cfg.device.startswith("cuda") else None)
+    return loss
 
 
 def micro_batch_size(cfg: Config, world: int) -> int:
@@ -216,53 +205,40 @@ def micro_batch_size(cfg: Config, world: int) -> int:
     return cfg.batch // (world * cfg.accum)
 
 
-def accumulate_gradients(objective, draw, step: int, rank: int, cfg: Config) -> tuple:
-    """Forward and backward over this process's --accum micro-batches of the step's global batch.
-    draw(i) -> the loss's inputs for micro-batch i. -> (mean loss, per-sample losses, t).
+@contextmanager
+def micro_batch(loss: nn.Module, step: int, rank: int, i: int, cfg: Config):
+    """Around the forward and backward of this process's micro-batch i of a step.
 
     Micro-batch m = rank * accum + i seeds all its randomness (which videos, Omega, t, the noise)
     from (seed, step, m), so a run's numbers do not depend on how its global batch is split over
     processes and accumulation (tests/test_scale.py). Under DDP only the last micro-batch's
-    backward all-reduces the gradients (no_sync); the gradients end as the global batch's mean."""
-    losses, per_sample, ts = [], [], []
-    # oneDNN's bf16 kernels gave NaN weight gradients in the compressor's convolutions on our CPU
-    # (PyTorch 2.13, stage 2, from step 5; tests/test_scale.py): bf16 on a CPU runs without oneDNN.
+    backward all-reduces the gradients (no_sync); the gradients end as the global batch's mean.
+    oneDNN's bf16 kernels gave NaN weight gradients in the compressor's convolutions on our CPU
+    (PyTorch 2.13, stage 2, from step 5; tests/test_scale.py): bf16 on a CPU runs without oneDNN."""
+    torch.manual_seed(hash((cfg.seed, step, rank * cfg.accum + i)) % 2 ** 63)
+    not_last = isinstance(loss, DDP) and i < cfg.accum - 1
     cpu_bf16 = cfg.dtype == "bf16" and not cfg.device.startswith("cuda")
-    for i in range(cfg.accum):
-        torch.manual_seed(hash((cfg.seed, step, rank * cfg.accum + i)) % 2 ** 63)
-        not_last = isinstance(objective, DDP) and i < cfg.accum - 1
-        with objective.no_sync() if not_last else nullcontext(), torch.backends.mkldnn.flags(False) if cpu_bf16 else nullcontext():
-            with torch.autocast(cfg.device.split(":")[0], torch.bfloat16, enabled=cfg.dtype == "bf16"):
-                loss, ps, t = objective(*draw(i))
-            (loss / cfg.accum).backward()                # backward outside autocast, as PyTorch advises
-        losses.append(loss.detach())
-        per_sample.append(ps.float())
-        ts.append(t)
-    return torch.stack(losses).mean(), torch.cat(per_sample), torch.cat(ts)
+    with loss.no_sync() if not_last else nullcontext(), torch.backends.mkldnn.flags(False) if cpu_bf16 else nullcontext():
+        yield
 
 
-def optimizer_step(loss, params, optimizer, schedule, ema_pairs, step: int, cfg: Config) -> tuple:
-    """Clip, AdamW, the learning-rate schedule and the EMA, after accumulate_gradients ->
-    (gradient norm before clipping, whether the update was made).
+def autocast(cfg: Config):
+    """bf16 autocast for the forward with --dtype bf16; the backward runs outside it, as PyTorch advises."""
+    return torch.autocast(cfg.device.split(":")[0], torch.bfloat16, enabled=cfg.dtype == "bf16")
 
-    The NaN guard: a non-finite loss or gradient norm skips the update; so does an update that
+
+@torch.no_grad()
+def update_is_safe(loss, grad_norm, params, optimizer) -> bool:
+    """The NaN guard: False for a step whose loss or gradient norm is not finite, or whose update
     would move the weights by more than MAX_UPDATE of their own norm (a diverging step, e.g.
-    --lr 1e30, whose loss is still finite). The update is predicted from AdamW's moments before
-    it is made (adamw_update_norm), so a skipped step changes neither the weights nor the moments,
+    --lr 1e30, whose loss is still finite). The update is predicted from AdamW's moments before it
+    is made (adamw_update_norm), so a skipped step changes neither the weights nor the moments,
     and no copy of the weights is held."""
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-    kept = bool(torch.isfinite(loss) and torch.isfinite(grad_norm))
-    if kept:
-        with torch.no_grad():
-            size = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(params)))
-            moved = adamw_update_norm(optimizer)
-            kept = bool(torch.isfinite(moved) and moved <= MAX_UPDATE * size)
-    if kept:
-        optimizer.step()
-        schedule.step()
-        update_ema(ema_pairs, step, cfg)
-    optimizer.zero_grad(set_to_none=True)
-    return grad_norm, kept
+    if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+        return False
+    size = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(params)))
+    moved = adamw_update_norm(optimizer)
+    return bool(torch.isfinite(moved) and moved <= MAX_UPDATE * size)
 
 
 @torch.no_grad()

@@ -10,8 +10,8 @@ import torch
 from config import SCALES, Config, check
 from dit import DiT
 from compressor import Compressor
-from train_pfp import pfp_loss
-from training import Objective, accumulate_gradients, random_batch
+from train_pfp import PFPLoss
+from training import autocast, micro_batch, random_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A model small enough that three training steps and the final evaluation take seconds.
@@ -84,8 +84,14 @@ def test_bf16_autocast_changes_the_arithmetic_not_the_step():
         dit, phi = DiT(cfg), Compressor(cfg)
         torch.nn.init.normal_(dit.unpatchify.weight, std=0.02)      # not the zero output of step 0
         c = replace(cfg, dtype=dtype)
-        loss, _, _ = accumulate_gradients(Objective(pfp_loss, dit, phi, c), lambda i: (random_batch(videos, torch.arange(6), 2, c),), 0, 0, c)
-        losses[dtype] = loss.item()
+        loss_fn, total = PFPLoss(dit, phi, c), 0.0
+        for i in range(c.accum):                                   # as train_pfp.train's loop
+            with micro_batch(loss_fn, 0, 0, i, c):
+                with autocast(c):
+                    loss = loss_fn(random_batch(videos, torch.arange(6), 2, c))[0]
+                (loss / c.accum).backward()
+            total += loss.item() / c.accum
+        losses[dtype] = total
         grads[dtype] = torch.cat([p.grad.flatten() for p in [*dit.parameters(), *phi.parameters()] if p.grad is not None])
         assert all(p.dtype == torch.float32 for p in dit.parameters())
     assert abs(losses["bf16"] - losses["fp32"]) < 0.02 * losses["fp32"]
