@@ -7,8 +7,9 @@ in the DiT's width, after its first projection, bypassing the VAE's channel bott
     LR branch:  downsample H by (t, h, w) in pixels -> VAE encode -> the DiT's own patchifier
                 (a copy initialised from it), so its tokens already "speak the DiT's language"
     HR branch:  3D convolutions + SiLU over the full-resolution video, one strided
-                convolution onto the compressed grid, attention across all memory tokens:
-                residual vectors that carry the detail the LR branch lost
+                convolution onto the compressed grid, attention across all memory tokens,
+                plus a linear route from the cells to the grid [ours]: residual vectors that
+                carry the detail the LR branch lost
 
 The LR branch and the large patchifier read the DiT's latent (`phi(video, dit.latent)`); the HR
 branch reads the lossless pixel cells (latent.encode), so with a lossy --latent pca it sees what
@@ -74,9 +75,16 @@ class HRBranch(nn.Module):
         self.attn = nn.ModuleList(
             nn.TransformerEncoderLayer(cfg.dim, cfg.heads, 4 * cfg.dim, dropout=0.0, activation="gelu",
                                        batch_first=True, norm_first=True) for _ in range(cfg.hr_blocks))
-        # Not zero-initialised: a silent start (ControlNet-style) starves every layer above of
-        # gradient until this one grows; at 4x4x2 it cost 1.9 dB at step 1500 in our runs. [ours]
+        # Not zero-initialised: a silent start (ControlNet-style) would starve every layer below
+        # it of gradient until it grows. [ours]
         self.out = nn.Linear(cfg.dim, cfg.dim)
+        # [ours] Beside the chain, a linear route from the cells straight onto the grid: the large
+        # patchifier's single strided convolution, the compressor that learns fastest. It starts at
+        # zero, so pfp starts as its LR branch, then learns at once what the large patchifier
+        # learns, while the chain adds what no linear map can (results/learning_speed.md).
+        self.linear = nn.Conv3d(cfg.block_channels, cfg.dim, kernel_size=block, stride=block)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
 
     def forward(self, cells):
         x = self.stem(cells)                           # (B, ch, T', h, w)
@@ -84,7 +92,7 @@ class HRBranch(nn.Module):
         x = x.flatten(2).transpose(1, 2)               # (B, M, D)
         for layer in self.attn:                        # every memory token sees the whole history
             x = layer(x)
-        return self.out(x)
+        return self.out(x) + self.linear(cells).flatten(2).transpose(1, 2)   # (B, M, D)
 
 
 class Compressor(nn.Module):

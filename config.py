@@ -42,6 +42,8 @@ class Config:
     rope_base: float = 100.0   # RoPE frequency base; positions are small integers here [ours]
     pos_bias: float = 2.0      # [ours] 3D ALiBi: logits -= slope_h * distance, slope_h = pos_bias / 2^h;
                                # every head starts out reading the keys near its own place and time
+    memory_read: bool = True   # [ours] before the blocks, each noisy token reads the memory of its own spatial
+                               # cell at every time and unpacks it by its place in the cell (dit.py:MemoryRead)
     abs_pos: bool = True       # [ours] also add a learned projection of 3D Fourier positions
     cross_attn: bool = False   # paper's enhancement: every block also cross-attends to memory
     context_cache: bool = False  # [ours] memory tokens attend only to memory, so sampling computes their
@@ -306,7 +308,7 @@ FLAG_GROUPS = {   # --help shows the method's knobs first, then our switches, th
     "the method (the paper's knobs)": ["data", "history", "compressor", "rate", "omega", "targets", "captions",
                                        "caption_dropout", "cross_attn", "chunk", "window", "mask_noise_min",
                                        "t_shift", "sample_steps", "steps", "batch", "lr", "dit_lr_scale"],
-    "[ours] switches": ["pos_bias", "abs_pos", "rope_base", "noise_as_mask", "context_cache", "split_full",
+    "[ours] switches": ["memory_read", "pos_bias", "abs_pos", "rope_base", "noise_as_mask", "context_cache", "split_full",
                         "split_return", "memory_captions", "min_first", "min_away", "latent", "pca_channels"],
     "sizes": ["height", "width", "frame_stride", "vae_space", "vae_time", "patch", "dim", "depth", "heads",
               "mlp_ratio", "hr_channels", "hr_blocks"],

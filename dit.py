@@ -110,6 +110,53 @@ class Block(nn.Module):
         return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2), kv
 
 
+class MemoryRead(nn.Module):
+    """[ours] The noisy tokens' own read of the memory, before the blocks: each token attends to the
+    context tokens of its spatial cell (the rh x rw tokens one memory token covers) at every time,
+    with RoPE, and what it reads is unpacked by its place in the cell: one D x D map per place,
+    zero at start, so a DiT starts out as without it.
+
+    Why: in one sequence a noisy token must find, among all tokens, the memory token that covers
+    it, then learn which part of that token is its own. A tiny DiT learns both slowly: at 4x4x2
+    it stayed below the pooled video the LR branch hands it (results/learning_speed.md). Here the
+    place gives the finding and one linear map the unpacking. Time is left to attention, so a
+    chunk after the history (stage 2) reads its cell's memory from whenever it was."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        D, rh, rw = cfg.dim, *cfg.rate_hwt[:2]
+        self.cfg, self.heads = cfg, cfg.heads
+        self.q, self.kv = nn.Linear(D, D), nn.Linear(D, 2 * D)
+        self.q_norm, self.k_norm = nn.RMSNorm(D // cfg.heads), nn.RMSNorm(D // cfg.heads)
+        self.unpack = nn.Parameter(torch.zeros(rh * rw, D, D))
+        for layer in (self.q, self.kv):
+            nn.init.xavier_uniform_(layer.weight)           # as every linear layer of the DiT
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, tokens, token_pos, context, context_pos):
+        """tokens (B, F*R*C, D) of F whole frames at token_pos (B, F*R*C, 3); context (B, Nc, D) at
+        context_pos (B, Nc, 3) -> tokens plus what each read in its cell (B, F*R*C, D)."""
+        B, N, D = tokens.shape
+        (_, R, C), (rh, rw, _) = self.cfg.token_grid, self.cfg.rate_hwt
+        rope = lambda pos: [a[:, None] for a in rope_angles(pos, D // self.heads, self.cfg.rope_base)]
+        split = lambda y: y.reshape(B, y.shape[1], self.heads, D // self.heads).transpose(1, 2)
+        q = apply_rope(self.q_norm(split(self.q(tokens))), *rope(token_pos))            # (B, h, N, hd)
+        k, v = self.kv(context).chunk(2, dim=-1)
+        k, v = apply_rope(self.k_norm(split(k)), *rope(context_pos)), split(v)         # (B, h, Nc, hd)
+        cell = lambda pos: (pos[..., 1] // rh) * C + pos[..., 2] // rw                 # (B, n) cell index
+        mine = cell(token_pos.floor())[:, :, None] == cell(context_pos.floor())[:, None]   # (B, N, Nc)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mine[:, None])           # (B, h, N, hd)
+        # Unpack by place in the cell: group the tokens by (row mod rh, col mod rw), one matmul each.
+        # A grid that rh x rw does not tile is padded (the paper's 30 rows at 4x4: 32) and cut back.
+        Rp, Cp = -(-R // rh) * rh, -(-C // rw) * rw
+        y = y.transpose(1, 2).reshape(B, -1, R, C, D)                                  # (B, F, R, C, D)
+        y = F.pad(y, (0, 0, 0, Cp - C, 0, Rp - R))                                     # (B, F, Rp, Cp, D)
+        y = y.reshape(B, -1, Rp // rh, rh, Cp // rw, rw, D).permute(3, 5, 0, 1, 2, 4, 6)   # (rh, rw, B, F, r, c, D)
+        y = torch.bmm(y.reshape(rh * rw, -1, D), self.unpack).reshape(rh, rw, B, -1, Rp // rh, Cp // rw, D)
+        y = y.permute(2, 3, 4, 0, 5, 1, 6).reshape(B, -1, Rp, Cp, D)[:, :, :R, :C]     # (B, F, R, C, D)
+        return tokens + y.reshape(B, N, D)
+
+
 class CaptionEncoder(nn.Module):
     """The text condition c: per-frame captions (B, F, L) token ids, 0 = padding -> (B, F, D).
 
@@ -187,6 +234,7 @@ class DiT(nn.Module):
         self.final_adaLN = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
         self.unpatchify = nn.Linear(D, C * p * p)
         self.initialize_weights()
+        self.memory_read = MemoryRead(cfg) if cfg.memory_read else None   # drawn after, as the captions
         # Drawn after every other weight, so those are the same, seed for seed, with and without captions.
         self.caption_encoder = CaptionEncoder(D) if cfg.captions else None
         # [ours] Memory tokens' captions: the caption embedding through a layer that starts at zero, so
@@ -322,7 +370,10 @@ class DiT(nn.Module):
         """
         B, M = x_t.shape[0], memory.shape[1]
         tokens, cond, noisy_pos = self.noisy_tokens(x_t, t, frame_pos, caption)
-        pos = torch.cat([memory_pos.to(x_t.device).float().expand(B, M, 3), noisy_pos], dim=1)   # (B, N = M + F*n, 3)
+        memory_pos = memory_pos.to(x_t.device).float().expand(B, M, 3)
+        if self.memory_read is not None and M > 0:
+            tokens = self.memory_read(tokens, noisy_pos, memory, memory_pos)   # (B, F*n, D)
+        pos = torch.cat([memory_pos, noisy_pos], dim=1)                       # (B, N = M + F*n, 3)
         x, rope = self.embed(torch.cat([memory, tokens], dim=1), pos)          # (B, N, D)
         cond = torch.cat([self.memory_cond(memory, memory_caption), cond], dim=1)   # (B, N, D)
         rope_memory = (rope[0][:, :, :M], rope[1][:, :, :M])
@@ -342,6 +393,8 @@ class DiT(nn.Module):
         B, M = x_t.shape[0], memory.shape[1]
         tokens, cond, noisy_pos = self.noisy_tokens(x_t, t, frame_pos, caption)
         memory_pos = memory_pos.to(x_t.device).float().expand(B, M, 3)
+        if self.memory_read is not None and M > 0:
+            tokens = self.memory_read(tokens, noisy_pos, memory, memory_pos)   # (B, F*n, D)
         x, rope = self.embed(tokens, noisy_pos)
         bias = self.position_bias(noisy_pos, torch.cat([memory_pos, noisy_pos], 1))   # (B, heads, F*n, N)
         rope_memory = self.embed(memory, memory_pos)[1] if self.cfg.cross_attn else None

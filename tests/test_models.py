@@ -250,3 +250,57 @@ def test_dit_lr_scale_adapts_the_dit_at_a_share_of_the_rate():
         assert optimizer.param_groups[0]["lr"] == pytest.approx(0.25 * optimizer.param_groups[1]["lr"])
         optimizer.step()
         schedule.step()
+
+
+def read_token_by_token(read, tokens, token_pos, context, context_pos):
+    """MemoryRead written as a loop over tokens: attend to the context of the token's own cell,
+    then unpack by its place in the cell."""
+    from dit import apply_rope, rope_angles
+    cfg, (B, N, D), h = read.cfg, tokens.shape, read.heads
+    rh, rw, _ = cfg.rate_hwt
+    rope = lambda pos: [a[:, None] for a in rope_angles(pos, D // h, cfg.rope_base)]
+    heads = lambda y: y.view(B, -1, h, D // h).transpose(1, 2)
+    q = apply_rope(read.q_norm(heads(read.q(tokens))), *rope(token_pos))
+    k, v = read.kv(context).chunk(2, -1)
+    k, v = apply_rope(read.k_norm(heads(k)), *rope(context_pos)), heads(v)
+    out = tokens.clone()
+    for b in range(B):
+        for n in range(N):
+            row, col = int(token_pos[b, n, 1]), int(token_pos[b, n, 2])
+            cell = [j for j in range(context.shape[1]) if int(context_pos[b, j, 1]) // rh == row // rh
+                    and int(context_pos[b, j, 2]) // rw == col // rw]
+            weights = (q[b, :, n:n + 1] @ k[b][:, cell].transpose(1, 2) / (D // h) ** 0.5).softmax(-1)
+            out[b, n] = out[b, n] + (weights @ v[b][:, cell]).reshape(D) @ read.unpack[(row % rh) * rw + col % rw]
+    return out
+
+
+@pytest.mark.parametrize("size", [32, 24])            # 8x8 tokens a frame, tiled by 4x4 cells; 6x6, padded
+def test_the_memory_read_is_a_read_of_each_tokens_own_cell_unpacked_by_its_place(size):
+    from dit import MemoryRead
+    torch.manual_seed(0)
+    cfg = check(replace(Config(), rate="4x4x2", dim=32, heads=2, height=size, width=size), rate_must_divide=False)
+    read = MemoryRead(cfg)
+    torch.nn.init.normal_(read.unpack)
+    dit = DiT(cfg)
+    frame_pos = torch.tensor([[3, 9], [0, 15]])
+    token_pos = dit.token_positions(frame_pos)                                  # (2, 2*R*C, 3)
+    memory_pos = memory_positions(cfg).expand(2, -1, -1)
+    tokens, memory = torch.randn(2, token_pos.shape[1], 32), torch.randn(2, memory_pos.shape[1], 32)
+    out = read(tokens, token_pos, memory, memory_pos)
+    assert torch.allclose(out, read_token_by_token(read, tokens, token_pos, memory, memory_pos), atol=1e-5)
+    touched = memory.clone()
+    touched[:, 0] += 1.0                                                        # frames 0-1, the top-left cell
+    changed = (read(tokens, token_pos, touched, memory_pos) - out).abs().amax(-1) > 0   # (2, N)
+    in_cell = (token_pos[..., 1] < 4) & (token_pos[..., 2] < 4)
+    assert torch.equal(changed, in_cell)
+
+
+def test_the_memory_read_starts_as_nothing():
+    cfg = check(replace(Config(), rate="4x4x2", dim=32, heads=2))
+    dit, phi, without = DiT(cfg), Compressor(cfg), DiT(replace(cfg, memory_read=False))
+    torch.nn.init.normal_(dit.unpatchify.weight)                # not the zero output of step 0
+    without.load_state_dict({k: v for k, v in dit.state_dict().items() if not k.startswith("memory_read.")})
+    x, t = torch.randn(2, 2, cfg.latent_channels, 16, 16), torch.rand(2, 2)
+    memory = phi(torch.rand(2, cfg.history, 3, 32, 32) * 2 - 1)
+    args = (x, t, torch.tensor([[1, 5], [2, 8]]), memory, memory_positions(cfg))
+    assert torch.allclose(dit(*args), without(*args), atol=1e-6)
