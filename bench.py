@@ -196,7 +196,7 @@ def ar_cost_curve(base: Config, frames: list, repeats: int) -> dict:
     """{row: [chunk_cost per history length]}, each point in a fresh process (its own memory peak)."""
     curve = {}
     for label, (compressor, rate, cache) in CURVE_ROWS.items():
-        cfg = check(replace(base, compressor=compressor, rate=rate, context_cache=cache), rate_must_divide=False)
+        cfg = check(replace(base, compressor=compressor, rate=rate, context_cache=cache))
         curve[label] = []
         for n in frames:
             with spawn_pool() as pool:                  # leaving it (Ctrl-C too) terminates the process
@@ -212,7 +212,7 @@ def cost_ratio(base: Config, short: int, long: int, repeats: int) -> dict:
     process, so that a change in the machine's load hits both alike (the bar: 16 x)."""
     ratios = {}
     for label, (compressor, rate, cache) in CURVE_ROWS.items():
-        cfg = check(replace(base, compressor=compressor, rate=rate, context_cache=cache), rate_must_divide=False)
+        cfg = check(replace(base, compressor=compressor, rate=rate, context_cache=cache))
         torch.manual_seed(0)
         dit, phi = DiT(cfg).to(cfg.device).eval(), Compressor(cfg).to(cfg.device).eval()
         videos = {n: torch.rand(1, n, 3, cfg.height, cfg.width, device=cfg.device) * 2 - 1 for n in (short, long)}

@@ -58,6 +58,16 @@ def memory_positions(cfg: Config) -> torch.Tensor:
     return pos * size + (size - 1) / 2                                      # centre of each patch
 
 
+def pad_to_memory_grid(video: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """video (B, T, 3, H, W) -> zero-padded at its end, bottom and right to whole memory tokens,
+    as the paper pads (30 token rows at 4x4 -> 32). Zero is mid-grey. [ours, as to the value]"""
+    rh, rw, rt = cfg.rate_hwt
+    step_t, step_h, step_w = rt * cfg.vae_time, rh * cfg.vae_space * cfg.patch, rw * cfg.vae_space * cfg.patch
+    T, H, W = video.shape[1], video.shape[3], video.shape[4]
+    more = lambda n, step: -n % step
+    return F.pad(video, (0, more(W, step_w), 0, more(H, step_h), 0, 0, 0, more(T, step_t)))
+
+
 class HRBranch(nn.Module):
     """Full-resolution lossless cells (B, P, T', h, w) -> residual memory tokens (B, M, D)."""
 
@@ -132,6 +142,7 @@ class Compressor(nn.Module):
         if cfg.compressor == "none":
             return video.new_zeros(B, 0, cfg.dim)
         rh, rw, rt = cfg.rate_hwt
+        video = pad_to_memory_grid(video, cfg)                             # (B, T+, 3, H+, W+)
         memory = 0
         if self.lr_patchify is not None:
             small = F.avg_pool3d(video.transpose(1, 2), (rt, rh, rw)).transpose(1, 2)   # (B, T/rt, 3, H/rh, W/rw)
@@ -166,7 +177,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser)
     try:
-        cfg = config_from_args(parser.parse_args(), rate_must_divide=False)
+        cfg = config_from_args(parser.parse_args())
     except ConfigError as e:
         fail(str(e))
     print(token_table(cfg))

@@ -215,11 +215,8 @@ def run_main(main):
         fail(f"{e.strerror or e}{f': {e.filename}' if e.filename else ''}; files written before it are kept")
 
 
-def check(cfg: Config, rate_must_divide: bool = True) -> Config:
-    """Raise ConfigError for a setting no model can be built from.
-
-    rate_must_divide=False lets token counting pad the grid as the paper does (30 rows at 4x4 -> 8).
-    """
+def check(cfg: Config) -> Config:
+    """Raise ConfigError for a setting no model can be built from."""
     for name in ("height", "width", "history", "frame_stride", "vae_space", "vae_time", "pca_channels", "patch", "dim", "depth", "heads",
                  "mlp_ratio", "hr_channels", "steps", "batch", "accum", "sample_steps", "chunk", "train_videos",
                  "val_videos", "eval_every", "log_every", "ckpt_every", "max_bad_steps", "min_first", "min_away"):
@@ -263,10 +260,6 @@ def check(cfg: Config, rate_must_divide: bool = True) -> Config:
         raise ConfigError(f"--height/--width {cfg.height}x{cfg.width} must be multiples of vae_space*patch = {s}")
     if cfg.history % cfg.vae_time:
         raise ConfigError(f"--history {cfg.history} must be a multiple of --vae_time {cfg.vae_time}")
-    f, r, c = cfg.token_grid
-    if rate_must_divide and (f % rt or r % rh or c % rw):
-        raise ConfigError(f"--rate {cfg.rate} does not divide the token grid {r}x{c}x{f} (h x w x t): "
-                          f"pick factors of it or change --height/--width/--history")
     if cfg.latent == "pca" and cfg.pca_channels > cfg.block_channels:
         raise ConfigError(f"--pca_channels {cfg.pca_channels}: a PCA keeps at most the {cfg.block_channels} channels of a "
                           f"{cfg.vae_time}x{cfg.vae_space}x{cfg.vae_space} pixel block; pick 1 to {cfg.block_channels}")
@@ -340,19 +333,19 @@ def add_config_flags(parser: argparse.ArgumentParser):
     parser.error = fail  # argparse's own errors become one line with exit code 2
 
 
-def config_from_args(args: argparse.Namespace, rate_must_divide: bool = True, base: dict = None) -> Config:
+def config_from_args(args: argparse.Namespace, base: dict = None) -> Config:
     """The preset named by --scale (or `base`, e.g. a checkpoint's config, whose missing fields,
     added after it was saved, take their defaults), then every flag given."""
     values = {**asdict(Config()), **base} if base else asdict(SCALES[args.scale])
     values.update({k: v for k, v in vars(args).items() if k in values and v is not None})
-    return check(Config(**values), rate_must_divide)
+    return check(Config(**values))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser)
     try:
-        cfg = config_from_args(parser.parse_args(), rate_must_divide=False)
+        cfg = config_from_args(parser.parse_args())
     except ConfigError as e:
         fail(str(e))
     for k, v in asdict(cfg).items():

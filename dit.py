@@ -406,7 +406,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser)
     try:
-        cfg = config_from_args(parser.parse_args(), rate_must_divide=False)
+        cfg = config_from_args(parser.parse_args())
     except ConfigError as e:
         fail(str(e))
     with torch.device("meta"):                     # count parameters without allocating them

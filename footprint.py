@@ -123,7 +123,7 @@ def check_training_fits(cfg: Config, frames: int, batch_per_process: int):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser)
-    cfg = config_from_args(parser.parse_args(), rate_must_divide=False)
+    cfg = config_from_args(parser.parse_args())
     check_fits(cfg, f"one {cfg.height}x{cfg.width} history of {cfg.history} frames", video_bytes(1, cfg.history, cfg))
     with torch.device("meta"):                     # count parameters without allocating them
         n_dit = sum(p.numel() for p in DiT(cfg).parameters())

@@ -40,7 +40,6 @@ def folders(tmp_path_factory):
 CASES = {
     "unknown scale": (["--scale", "huge"], "invalid choice: 'huge'"),
     "unknown variant": (["--compressor", "big"], "invalid choice: 'big'"),
-    "rate not dividing": (["--rate", "3x3x2"], "does not divide the token grid"),
     "rate malformed": (["--rate", "4x4"], "HxWxT"),
     "not a number": (["--steps", "many"], "invalid int value"),
     "missing folder": (["--data", "/no/such/folder"], "does not exist"),

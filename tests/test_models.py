@@ -1,4 +1,5 @@
 """dit.py and compressor.py: token counts, positions, equivalences, and that memory is used."""
+import math
 from dataclasses import replace
 
 import pytest
@@ -31,7 +32,7 @@ def test_memory_token_count_for_every_rate_and_variant(variant, rate):
 
 
 def test_paper_token_counts():
-    cfg = check(Config(height=480, width=832, history=480, vae_space=8, vae_time=4, rate="4x4x2"), rate_must_divide=False)
+    cfg = check(Config(height=480, width=832, history=480, vae_space=8, vae_time=4, rate="4x4x2"))
     assert cfg.token_grid == (120, 30, 52) and 120 * 30 * 52 == 187_200
     f, r, c = memory_grid(cfg)
     assert f * r * c == 6_240                                  # padded: 60 x 8 x 13
@@ -278,7 +279,7 @@ def read_token_by_token(read, tokens, token_pos, context, context_pos):
 def test_the_memory_read_is_a_read_of_each_tokens_own_cell_unpacked_by_its_place(size):
     from dit import MemoryRead
     torch.manual_seed(0)
-    cfg = check(replace(Config(), rate="4x4x2", dim=32, heads=2, height=size, width=size), rate_must_divide=False)
+    cfg = check(replace(Config(), rate="4x4x2", dim=32, heads=2, height=size, width=size))
     read = MemoryRead(cfg)
     torch.nn.init.normal_(read.unpack)
     dit = DiT(cfg)
@@ -304,3 +305,18 @@ def test_the_memory_read_starts_as_nothing():
     memory = phi(torch.rand(2, cfg.history, 3, 32, 32) * 2 - 1)
     args = (x, t, torch.tensor([[1, 5], [2, 8]]), memory, memory_positions(cfg))
     assert torch.allclose(dit(*args), without(*args), atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["pfp", "only_lr", "without_lr", "large_patchifier"])
+def test_a_rate_that_does_not_tile_the_grid_pads_it_as_the_paper_does(variant):
+    """6x6 tokens a frame (24x24 pixels) and 9 latent frames at 4x4x2: the memory grid is
+    ceil(9/2) x ceil(6/4) x ceil(6/4) = 5 x 2 x 2, the count memory_grid gives, and one step trains."""
+    cfg = check(replace(Config(), compressor=variant, rate="4x4x2", height=24, width=24, history=9, dim=32, heads=2,
+                        hr_channels=8, targets=2))
+    phi, dit = Compressor(cfg), DiT(cfg)
+    video = torch.rand(2, 9, 3, 24, 24) * 2 - 1
+    memory = phi(video, dit.latent)
+    assert memory.shape == (2, 20, 32) and math.prod(memory_grid(cfg)) == 20 == len(memory_positions(cfg))
+    loss = pfp_loss(dit, phi, video, cfg)[0]
+    loss.backward()
+    assert torch.isfinite(loss)

@@ -63,7 +63,7 @@ def test_stage_two_under_ddp_matches_one_process(tmp_path, cli):
 
 @pytest.mark.parametrize("name", list(SCALES))
 def test_presets_are_valid_and_their_data_fits_a_gpu_host(name):
-    cfg = check(SCALES[name], rate_must_divide=name != "paper")      # the paper pads 30 rows to 32
+    cfg = check(SCALES[name])      # the paper's 30 rows pad to 32 at 4x4x2
     clip_bytes = cfg.history * 3 * cfg.height * cfg.width * 4
     assert name == "paper" or (cfg.train_videos + cfg.val_videos) * clip_bytes < 32 * 2 ** 30
 
