@@ -14,6 +14,7 @@ import json
 import os
 import pickle
 import uuid
+from dataclasses import fields
 
 import torch
 
@@ -82,6 +83,16 @@ def read_checkpoint(path, device="cpu") -> dict:
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
         raise ConfigError(f"checkpoint {path!r} is a PyTorch file but not a checkpoint of train_pfp.py/train_ar.py "
                           f"(no config in it): pass a ckpt.pt of theirs")
+    kinds = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
+    for f in fields(Config):
+        value = ckpt["config"].get(f.name)
+        if f.name in ckpt["config"] and (not isinstance(value, kinds[f.type]) or (f.type is not bool and isinstance(value, bool))):
+            raise ConfigError(f"checkpoint {path!r} has an invalid config ({f.name} is {value!r}, not a {f.type.__name__}): "
+                              f"pass a ckpt.pt of train_pfp.py/train_ar.py")
+    for key in ("dit", "dit_ema", "compressor", "compressor_ema"):
+        weights = ckpt.get(key)
+        if key in ckpt and not (isinstance(weights, dict) and all(isinstance(w, torch.Tensor) for w in weights.values())):
+            raise ConfigError(f"checkpoint {path!r}: its {key} is not a set of weights: pass a ckpt.pt of train_pfp.py/train_ar.py")
     if isinstance(ckpt["config"].get("threads"), int):
         ckpt["config"]["threads"] = 0    # the writer's machine, not the model: this machine picks its own
     try:
@@ -117,7 +128,7 @@ def load_dit(dit, path: str) -> dict:
     """Load a checkpoint's EMA DiT into `dit` (a base model, or stage 1 for stage 2) -> the checkpoint.
     Its latent comes with it (a --latent pca basis is part of the DiT), so every stage built on a
     base shares the base's latent. Parts the checkpoint may lack start as no-ops (cross-attention,
-    the caption encoder) and are trained from there; any other difference is one line naming the
+    the caption encoder, the memory read) and are trained from there; any other difference is one line naming the
     flags to match."""
     ckpt = read_checkpoint(path)
     theirs, ours = Config(**ckpt["config"]), dit.cfg
@@ -129,7 +140,7 @@ def load_dit(dit, path: str) -> dict:
         missing, unexpected = dit.load_state_dict(ckpt["dit_ema"], strict=False)
     except RuntimeError:                             # a tensor of another shape
         missing, unexpected = [], ["shape"]
-    new_parts = (".cross.", ".norm_cross.", "caption_encoder.", "memory_caption.")
+    new_parts = (".cross.", ".norm_cross.", "caption_encoder.", "memory_caption.", "memory_read.")
     if unexpected or any(not any(part in k for part in new_parts) for k in missing):
         raise ConfigError(f"--init {path}: its DiT does not match this config (dim/depth/heads/patch/latent, "
                           f"cross_attn or captions differ); pass the flags it was trained with")

@@ -301,28 +301,33 @@ def resume(out: str, cfg: Config, stage: int, models: dict, optimizer, schedule,
                           f"flags: {', '.join(differ) or 'none'}): pass the flags it was started with"
                           + (" (a finished run cannot be extended)" if differ == ["steps"] else "")
                           + ", or start anew with --overwrite or another --out")
-    for key, model in models.items():
-        model.load_state_dict(ckpt[key])
-    try:
+    step = ckpt.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= cfg.steps:
+        raise ConfigError(f"--resume: {path} says it stopped at step {step!r}, not a step from 0 to {cfg.steps}: "
+                          f"it is damaged; start anew with --overwrite or another --out")
+    try:                                              # all in memory: nothing on disk changes before they load
+        for key, model in models.items():
+            model.load_state_dict(ckpt[key])
         optimizer.load_state_dict(ckpt["optimizer"])
-    except ValueError as e:                           # e.g. one parameter group, from before --dit_lr_scale
-        raise ConfigError(f"--resume: {path} holds an optimizer of another layout ({e}); its weights can start a "
-                          f"new run with --init, or start anew with --overwrite") from None
-    schedule.load_state_dict(ckpt["schedule"])
+        schedule.load_state_dict(ckpt["schedule"])
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise ConfigError(f"--resume: {path} does not hold this run's weights, optimizer and schedule "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); its weights may start a new run "
+                          f"with --init, or start anew with --overwrite") from None
     if os.path.isfile(log_path):                  # a SIGKILL may have cut the last line short: drop it too
         rows, corrupt = [], 0
         for line in open(log_path, errors="replace"):
             try:
                 row = json.loads(line)
                 final = "val" in row and row["step"] >= cfg.steps       # a finished run writes it again at its end
-                if row["step"] <= ckpt["step"] and line.endswith("\n") and not final:
+                if row["step"] <= step and line.endswith("\n") and not final:
                     rows.append(line)
             except (ValueError, KeyError, TypeError):
                 corrupt += line.endswith("\n")         # not the last line a kill cut short
         if corrupt:
             print(f"warning: {log_path}: {corrupt} unreadable line(s) dropped", file=sys.stderr)
         write_atomically(log_path, lambda tmp: open(tmp, "w").writelines(rows))
-    return ckpt["step"]
+    return step
 
 
 class Logbook:

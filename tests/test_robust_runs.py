@@ -112,6 +112,47 @@ def test_a_checkpoint_without_the_weights_is_one_line(tmp_path, finished, cli):
         assert code == 2 and "lacks what train_pfp.py/train_ar.py write" in one_line(err)
 
 
+@pytest.mark.parametrize("field,value", [("rate", 5), ("dim", 32.0), ("device", None), ("compile", 1)])
+def test_a_config_field_of_the_wrong_type_is_one_line(tmp_path, finished, cli, field, value):
+    ckpt = torch.load(finished / "ckpt.pt", weights_only=True)
+    ckpt["config"][field] = value
+    torch.save(ckpt, tmp_path / "odd.pt")
+    code, _, err = cli(sample, "--ckpt", tmp_path / "odd.pt", "--retrieve", "--out", tmp_path / "out")
+    assert code == 2 and f"{field} is {value!r}" in one_line(err), err[-500:]
+
+
+def test_weights_that_are_not_weights_are_one_line(tmp_path, finished, cli):
+    ckpt = torch.load(finished / "ckpt.pt", weights_only=True)
+    ckpt["dit_ema"] = [1, 2, 3]
+    torch.save(ckpt, tmp_path / "odd.pt")
+    code, _, err = cli(sample, "--ckpt", tmp_path / "odd.pt", "--retrieve", "--out", tmp_path / "out")
+    assert code == 2 and "its dit_ema is not a set of weights" in one_line(err), err[-500:]
+
+
+@pytest.mark.parametrize("damage", ["no step", "step as text", "no schedule", "a tensor of another shape"])
+def test_resume_from_a_damaged_checkpoint_is_one_line_and_keeps_the_log(tmp_path, cli, damage):
+    run = tmp_path / "run"
+    argv = [*SMALL, "--steps", "6", "--ckpt_every", "3", "--out", run]
+    assert cli(train_pfp, *argv)[0] == 0
+    ckpt = torch.load(run / "ckpt.pt", weights_only=True)
+    if damage == "no step":
+        del ckpt["step"]
+    elif damage == "step as text":
+        ckpt["step"] = "3"
+    elif damage == "no schedule":
+        ckpt["step"] = 3
+        del ckpt["schedule"]
+    else:
+        ckpt["step"] = 3
+        name = next(iter(ckpt["dit"]))
+        ckpt["dit"][name] = torch.zeros(3, 3, 3)
+    torch.save(ckpt, run / "ckpt.pt")
+    log = (run / "metrics.jsonl").read_text()
+    code, _, err = cli(train_pfp, *argv, "--resume")
+    assert code == 2 and "--resume" in one_line(err), err[-500:]
+    assert (run / "metrics.jsonl").read_text() == log
+
+
 # --- run folders that are never clobbered --------------------------------------------------------
 def test_a_new_run_into_a_finished_run_is_refused_and_changes_nothing(finished, cli):
     before = snapshot(finished)
