@@ -75,7 +75,7 @@ class Config:
     split_return: float = 0.0  # [ours] share of stage-2 micro-batches whose chunk holds a cut back to an earlier
                                # shot (--data storyboard), the steps where only memory can know the look
     # --- optimisation -----------------------------------------------------------------------
-    steps: int = 2000          # optimizer steps
+    steps: int = 1000          # optimizer steps
     batch: int = 8             # global batch: processes x --accum micro-batches
     lr: float = 2e-3           # AdamW peak learning rate (linear warmup, cosine decay to 10%)
     dit_lr_scale: float = 1.0  # [ours] the DiT's learning rate as a share of --lr: below 1 adapts a
