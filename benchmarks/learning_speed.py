@@ -9,17 +9,23 @@ their minutes are comparable (results/learning_speed.md has the commands).
 
     python -m benchmarks.learning_speed runs/old runs/new --labels "old recipe" "new recipe" \\
         --target 20.18 --results results/learning_speed
+    python -m benchmarks.learning_speed --paired runs/pfp_s0,runs/pfp_s1 runs/lp_s0,runs/lp_s1
 
-Writes <results>/learning_speed.png and learning_speed.md.
+Writes <results>/learning_speed.png and learning_speed.md; --paired prints the difference of two
+sets of runs (seed by seed, on the same validation frames) with its 95% interval.
 """
 import argparse
 import json
 import math
 import os
 
+import torch
+
 from config import ConfigError, fail, run_main
-from checkpoint import write_atomically
+from checkpoint import load_checkpoint, write_atomically
+from data import VAL_SEED_OFFSET, synthetic_videos
 from plot import line_chart
+from train_pfp import evaluate_retrieval
 
 
 def read_run(run: str) -> dict:
@@ -78,15 +84,54 @@ def report(runs: dict, target: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+@torch.no_grad()
+def per_video_psnr(run: str) -> dict:
+    """A run's EMA models on its validation videos, every frame once, as train_pfp.py's final
+    evaluation draws them -> {"psnr": (V,), "psnr_mean": (V,)} each video's mean over its frames."""
+    cfg, dit, phi, _ = load_checkpoint(os.path.join(run, "ckpt.pt"))
+    if cfg.data != "synthetic":
+        raise ConfigError(f"--paired: {run} was not trained on the synthetic world")
+    val = synthetic_videos(range(VAL_SEED_OFFSET, VAL_SEED_OFFSET + cfg.val_videos), cfg.history, cfg.height)
+    scores = evaluate_retrieval(dit, phi, val, cfg, groups_per_video=cfg.latent_frames // cfg.targets)
+    per_video = cfg.latent_frames // cfg.targets * cfg.targets * cfg.vae_time         # frames a video
+    return {key: scores[key].view(len(val), per_video).mean(1) for key in ("psnr", "psnr_mean")}
+
+
+def paired(runs_a: list, runs_b: list) -> dict:
+    """Runs a minus runs b, paired seed by seed and video by video -> {metric: (mean, 95% half-width)}."""
+    if len(runs_a) != len(runs_b):
+        raise ConfigError(f"--paired: {len(runs_a)} runs against {len(runs_b)}; pair them seed by seed")
+    gaps = {"psnr": [], "psnr_mean": []}
+    for a, b in zip(runs_a, runs_b):
+        sa, sb = per_video_psnr(a), per_video_psnr(b)
+        for key in gaps:
+            gaps[key].append(sa[key] - sb[key])
+    out = {}
+    for key, values in gaps.items():
+        x = torch.cat(values)                                              # (seeds * V,)
+        out[key] = (x.mean().item(), 1.96 * x.std().item() / math.sqrt(len(x)))
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="train_pfp.py run folders (each with config.json, metrics.jsonl)")
+    parser.add_argument("runs", nargs="*", help="train_pfp.py run folders (each with config.json, metrics.jsonl)")
+    parser.add_argument("--paired", nargs=2, metavar=("A,A2", "B,B2"),
+                        help="two comma-separated lists of finished runs, paired seed by seed: print A - B")
     parser.add_argument("--labels", nargs="+", help="a name for each run (default: the folder names)")
     parser.add_argument("--target", type=float, default=20.18,
                         help="the PSNR whose first crossing the table times (default 20.18 dB)")
     parser.add_argument("--results", default="results/learning_speed", help="folder for the PNG and the page")
     parser.error = fail
     args = parser.parse_args()
+    if args.paired:
+        a, b = (group.split(",") for group in args.paired)
+        for key, (mean, half) in paired(a, b).items():
+            name = "sampled" if key == "psnr" else "posterior mean"
+            print(f"{name}: A - B = {mean:+.2f} dB [{mean - half:+.2f}, {mean + half:+.2f}] (95%, per video and seed)")
+        return
+    if not args.runs:
+        raise ConfigError("name the run folders to draw (or --paired A,.. B,..)")
     labels = args.labels or [os.path.basename(os.path.normpath(r)) for r in args.runs]
     if len(labels) != len(args.runs):
         raise ConfigError(f"--labels: {len(labels)} names for {len(args.runs)} runs; give one each")

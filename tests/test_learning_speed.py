@@ -41,3 +41,18 @@ def test_it_writes_the_picture_and_the_page(tmp_path, cli):
     assert code == 0 and (tmp_path / "out" / "learning_speed.png").stat().st_size > 1000
     page = (tmp_path / "out" / "learning_speed.md").read_text()
     assert "| old | 0.4 | never |" in page and "| new | 0.1 | never |" in page   # posterior means stay at 1 dB
+
+
+def test_paired_runs_differ_by_zero_from_themselves_and_not_from_another_seed(tmp_path):
+    from dataclasses import replace
+    from benchmarks.learning_speed import paired
+    from config import SCALES, check
+    from train_pfp import train
+    cfg = check(replace(SCALES["tiny"], dim=32, depth=1, heads=2, hr_channels=8, history=8, steps=4, batch=4,
+                        train_videos=8, val_videos=2, sample_steps=2, threads=1, warmup=2, eval_every=100000))
+    for seed in (0, 1):
+        train(replace(cfg, seed=seed), str(tmp_path / f"s{seed}"), quiet=True)
+    same = paired([str(tmp_path / "s0")], [str(tmp_path / "s0")])
+    assert same == {"psnr": (0.0, 0.0), "psnr_mean": (0.0, 0.0)}
+    other = paired([str(tmp_path / "s0")], [str(tmp_path / "s1")])
+    assert other["psnr"][0] != 0.0 and other["psnr"][1] > 0
