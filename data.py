@@ -19,6 +19,7 @@ C=3 colour channels, S the side of the square frame. Run the demo with
 import colorsys
 import contextlib
 import functools
+import hashlib
 import os
 import re
 import subprocess
@@ -313,11 +314,15 @@ def load_video_thwc_uint8(path, size, frame_stride):
 
 def cached_video_thwc_uint8(path, size, frame_stride, cache_dir):
     """load_video_thwc_uint8, stored once in cache_dir as .npy: decoding HD video takes seconds,
-    loading the small result takes milliseconds. The key changes when the file does. A cache
-    entry that cannot be read back whole is decoded again; a cache folder that cannot be written
-    (a read-only working directory, a full disk) costs the speed-up, not the run."""
-    stat = os.stat(path)
-    key = f"{os.path.basename(path)}.{stat.st_size}B.{stat.st_mtime_ns}.{size}px.stride{frame_stride}.npy"
+    loading the small result takes milliseconds. The key is a hash of the file's bytes, so two
+    files of one name, size and time in two folders never share an entry. A cache entry that
+    cannot be read back whole is decoded again; a cache folder that cannot be written (a
+    read-only working directory, a full disk) costs the speed-up, not the run."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    key = f"{os.path.basename(path)}.{digest.hexdigest()[:20]}.{size}px.stride{frame_stride}.npy"
     cache_path = os.path.join(cache_dir, key)
     if os.path.exists(cache_path):
         try:

@@ -276,8 +276,13 @@ def check_omega_last(answers: dict, fast: bool) -> tuple:
     if len(guess) != 2:
         raise BadInput(f"'{OMEGA_QUESTIONS[0]}': write two frame indices, e.g. 3 7")
     shown = ", ".join(f"frame {i} {by_position[i]:.2f} dB" for i in best)
+    random_omega = os.path.join(HERE, "fixtures" if fast else "runs", "rate_2x2x2", "summary.json")
+    beside = ""
+    if os.path.isfile(random_omega):                  # exercise 9's 2x2x2 run: the same run with a random Omega
+        r = json.load(open(random_omega))
+        beside = f"; random Omega (exercise 9's 2x2x2 run): first third {r['psnr_first']:.2f} dB"
     return judge([(OMEGA_QUESTIONS[0], guess == best,
-                   f"{shown}; first third {s['psnr_first']:.2f} dB, last third {s['psnr_last']:.2f} dB")])
+                   f"{shown}; first third {s['psnr_first']:.2f} dB, last third {s['psnr_last']:.2f} dB{beside}")])
 
 
 RATE_QUESTIONS = ["memory tokens at 2x2x2", "memory tokens at 4x4x2",

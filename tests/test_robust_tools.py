@@ -143,6 +143,23 @@ def test_evaluate_tables_synthetic_ignores_a_missing_default_real_folder(monkeyp
 
 
 # --- 3, 4. the video cache: a damaged entry is rebuilt; a folder that cannot be written is skipped ---
+def test_two_clips_of_one_name_size_and_time_never_share_a_cache_entry(tmp_path):
+    """Two folders, each with a clip.avi of the same size and modification time but other frames."""
+    import imageio.v2 as imageio
+    for folder, seed in (("one", 0), ("two", 1)):
+        (tmp_path / folder).mkdir()
+        rng = np.random.default_rng(seed)
+        frames = [rng.integers(0, 255, (16, 16, 3), dtype=np.uint8) for _ in range(8)]
+        imageio.mimwrite(tmp_path / folder / "clip.avi", frames, fps=10, codec="rawvideo", pixelformat="bgr24")
+        os.utime(tmp_path / folder / "clip.avi", ns=(10**18, 10**18))
+    a, b = tmp_path / "one" / "clip.avi", tmp_path / "two" / "clip.avi"
+    assert a.stat().st_size == b.stat().st_size and a.read_bytes() != b.read_bytes()
+    cache = str(tmp_path / "cache")
+    first, second = (data.cached_video_thwc_uint8(str(p), 16, 1, cache) for p in (a, b))
+    assert not np.array_equal(first, second)
+    assert np.array_equal(second, data.load_video_thwc_uint8(str(b), 16, 1))
+
+
 def test_truncated_cache_entry_is_decoded_again(tmp_path, capsys):
     write_mp4(tmp_path / "a.mp4", 12)
     cache = tmp_path / "cache"
