@@ -13,6 +13,7 @@
 import json
 import os
 import pickle
+import shutil
 import uuid
 from dataclasses import fields
 
@@ -229,11 +230,28 @@ class RunFolder:
         if not self.active:
             return
         if self.overwrite:
-            for name in RUN_FILES:
-                path = os.path.join(self.path, name)
-                if os.path.exists(path):
-                    os.remove(path)
+            self.clear_old_run()
         write_atomically(os.path.join(self.path, "config.json"), lambda tmp: open(tmp, "w").write(json.dumps(config, indent=1)))
+
+    def clear_old_run(self):
+        """--overwrite, all or nothing: the old run's files are first moved aside (renames, which
+        a file that cannot be removed refuses too), and only when all have moved are they deleted;
+        if one cannot move, those moved go back and the old run stays whole."""
+        aside = os.path.join(self.path, f".overwritten-{os.getpid()}")
+        os.makedirs(aside, exist_ok=True)
+        moved = []
+        try:
+            for name in RUN_FILES:
+                if os.path.exists(os.path.join(self.path, name)):
+                    os.rename(os.path.join(self.path, name), os.path.join(aside, name))
+                    moved.append(name)
+        except OSError as e:
+            for name in moved:
+                os.rename(os.path.join(aside, name), os.path.join(self.path, name))
+            os.rmdir(aside)
+            raise ConfigError(f"--overwrite: {self.path}/{os.path.basename(e.filename or '')} cannot be removed "
+                              f"({e.strerror}): the old run is kept whole; free it or choose another --out") from None
+        shutil.rmtree(aside, ignore_errors=True)
 
     def release(self):
         if self.held:

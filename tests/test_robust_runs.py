@@ -166,6 +166,25 @@ def test_a_new_run_into_a_finished_run_is_refused_and_changes_nothing(finished, 
     assert snapshot(finished) == before
 
 
+def test_overwrite_is_all_or_nothing(tmp_path, finished, cli, monkeypatch):
+    """One file of the old run cannot be removed (as under chattr +i): the old run stays whole."""
+    out = tmp_path / "copy"
+    out.mkdir()
+    for name, blob in snapshot(finished).items():
+        (out / name).write_bytes(blob)
+    before = snapshot(out)
+    rename = os.rename
+
+    def refuse_the_log(src, dst):
+        if os.path.basename(src) == "metrics.jsonl" and ".overwritten" in str(dst):
+            raise PermissionError(1, "Operation not permitted", str(src))
+        return rename(src, dst)
+    monkeypatch.setattr(os, "rename", refuse_the_log)
+    code, _, err = cli(train_pfp, *SMALL, "--steps", "4", "--out", out, "--overwrite", "--seed", "1")
+    assert code == 2 and "the old run is kept whole" in one_line(err), err[-500:]
+    assert snapshot(out) == before
+
+
 def test_overwrite_replaces_the_run_and_resume_needs_a_checkpoint(tmp_path, finished, cli):
     out = tmp_path / "copy"
     out.mkdir()
@@ -385,7 +404,7 @@ def test_resuming_a_finished_run_logs_its_final_evaluation_once(tmp_path, finish
 
 
 def test_resuming_a_checkpoint_whose_optimizer_has_another_layout_is_one_line(tmp_path):
-    """A checkpoint from before the DiT got its own parameter group (--dit_lr_scale) cannot be
+    """A checkpoint whose optimizer has one parameter group where the run has two cannot be
     resumed exactly: one line saying what to do, not a traceback."""
     from dit import DiT
     from compressor import Compressor
@@ -397,5 +416,5 @@ def test_resuming_a_checkpoint_whose_optimizer_has_another_layout_is_one_line(tm
     torch.save(checkpoint_state(cfg, 5, dit, phi, dit, phi, stage=1, optimizer=one_group.state_dict(),
                                 schedule=schedule.state_dict()), tmp_path / "ckpt.pt")
     models = {"dit": dit, "compressor": phi, "dit_ema": dit, "compressor_ema": phi}
-    with pytest.raises(ConfigError, match="optimizer of another layout.*--init.*--overwrite"):
+    with pytest.raises(ConfigError, match="weights, optimizer and schedule.*--init.*--overwrite"):
         resume(str(tmp_path), cfg, 1, models, optimizer, schedule, str(tmp_path / "metrics.jsonl"))
