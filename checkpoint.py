@@ -40,9 +40,12 @@ def write_atomically(path, write):
     except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
-        if isinstance(e, OSError):
+        # A full disk is an OSError from open() and write(), but torch's zip writer reports it as
+        # a RuntimeError ("unexpected pos"): both mean the file could not be written.
+        if isinstance(e, (OSError, RuntimeError)):
             kept = "its previous version is kept" if os.path.exists(path) else "nothing was written"
-            raise ConfigError(f"could not write {path}: {e.strerror or e} ({kept}); free disk space or choose another --out") from e
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:160]
+            raise ConfigError(f"could not write {path}: {why} ({kept}); free disk space or choose another --out") from e
         raise
 
 

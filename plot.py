@@ -174,6 +174,15 @@ def save_bthwc_uint8_as_mp4_and_gif(frames, path_stem, fps: int = 8):
         with imageio.v2.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", macro_block_size=1) as writer:
             for frame in frames:
                 writer.append_data(frame[:frame.shape[0] // 2 * 2, :frame.shape[1] // 2 * 2])   # yuv420p: even sides
+        # ffmpeg can fail to finish the file (a full disk) without imageio raising: read it back
+        # whole before it may replace a good one.
+        try:
+            with imageio.v2.get_reader(tmp, format="FFMPEG") as reader:
+                count = sum(1 for _ in reader)
+        except Exception as e:
+            raise OSError(f"the video written is not readable ({type(e).__name__})") from e
+        if count != len(frames):
+            raise OSError(f"the video written holds {count} of its {len(frames)} frames")
     write_atomically(path_stem + ".mp4", mp4)
     images = [Image.fromarray(frame) for frame in frames]
     write_atomically(path_stem + ".gif", lambda tmp: images[0].save(tmp, format="GIF", save_all=True,

@@ -396,3 +396,37 @@ def test_a_chart_that_cannot_be_written_is_one_line_and_leaves_nothing(tmp_path)
     with pytest.raises(ConfigError, match="could not write"):
         line_chart({"a": ([1, 2], [3, 4])}, str(target))
     assert sorted(os.listdir(tmp_path)) == ["out.png", "results"]   # no temporary file left behind
+
+
+# --- a real full disk: a small tmpfs, where this machine lets the tests mount one ----------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 200 KB tmpfs mounted at tmp_path/disk; skipped where mounting is not allowed."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield disk
+    subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_a_full_disk_never_replaces_a_good_checkpoint(small_disk):
+    from checkpoint import write_atomically
+    path = str(small_disk / "ckpt.pt")
+    write_atomically(path, lambda tmp: torch.save({"w": torch.zeros(100)}, tmp))
+    good = open(path, "rb").read()
+    with pytest.raises(ConfigError, match="previous version is kept"):
+        write_atomically(path, lambda tmp: torch.save({"w": torch.randn(200_000)}, tmp))   # 800 KB
+    assert open(path, "rb").read() == good and os.listdir(small_disk) == ["ckpt.pt"]
+
+
+def test_a_full_disk_never_replaces_a_good_video(small_disk):
+    from plot import save_bthwc_uint8_as_mp4_and_gif
+    rng = np.random.default_rng(0)
+    save_bthwc_uint8_as_mp4_and_gif(rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8), str(small_disk / "generate"))
+    good = (small_disk / "generate.mp4").read_bytes()
+    with pytest.raises(ConfigError, match="previous version is kept"):
+        save_bthwc_uint8_as_mp4_and_gif(rng.integers(0, 255, (60, 96, 96, 3), dtype=np.uint8), str(small_disk / "generate"))
+    assert (small_disk / "generate.mp4").read_bytes() == good
+    assert len(imageio.v2.mimread(small_disk / "generate.mp4")) == 4
