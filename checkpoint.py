@@ -73,6 +73,8 @@ def read_checkpoint(path, device="cpu") -> dict:
     or one that holds Python objects (whose unpickling could run code: refused, never run)."""
     if os.path.isdir(path) or not os.path.exists(path):
         raise ConfigError(f"checkpoint {path!r} not found: pass the ckpt.pt of a train_pfp.py or train_ar.py run (runs/<name>/ckpt.pt)")
+    if not os.path.isfile(path):                     # a FIFO or a device: reading it could wait forever
+        raise ConfigError(f"checkpoint {path!r} is not a regular file: pass the ckpt.pt of a train_pfp.py or train_ar.py run")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -151,19 +153,35 @@ def load_dit(dit, path: str) -> dict:
     return ckpt
 
 
-def pid_alive(pid: int) -> bool:
-    """Is process `pid` alive and a Python process (a pid reused by another program is not a run)?"""
+def process_start(pid: int):
+    """When process `pid` started, in clock ticks since boot (/proc/<pid>/stat), or None where
+    there is no /proc (macOS) or no such process: with the pid, it names one process for good."""
     try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def lock_text() -> str:
+    """What a lock holds: this process's pid and start time."""
+    return f"{os.getpid()} {process_start(os.getpid())}"
+
+
+def lock_holder(text: str) -> int:
+    """The pid of the live process that wrote a lock holding `text`, or 0 if it is gone: the pid
+    must be alive and, where /proc tells, have started when the lock says (a pid reused by
+    another process, Python or not, is not the writer)."""
+    try:
+        pid, started = text.split()
+        pid = int(pid)
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
+    except (ValueError, ProcessLookupError, OverflowError):
+        return 0
     except PermissionError:                       # alive, but another user's
-        return True
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"python" in f.read()
-    except OSError:                               # no /proc (macOS): trust the signal
-        return True
+        return pid
+    now = process_start(pid)
+    return pid if now is None or str(now) == started else 0
 
 
 class RunFolder:
@@ -171,7 +189,7 @@ class RunFolder:
 
     claim() checks everything before the run does any work: --out is a folder we can write; it
     holds no run unless --resume (continue it) or --overwrite (replace it) says what to do; no
-    live process holds its lock. The lock (<out>/.lock, the writer's pid) is taken with O_EXCL, so
+    live process holds its lock. The lock (<out>/.lock, the writer's pid and start time) is taken with O_EXCL, so
     two runs starting together cannot both get it; a lock whose pid is gone is stale and taken
     over. start() then clears an overwritten run's files, and release() drops the lock (and the
     folder, if this run created it and wrote nothing)."""
@@ -209,10 +227,10 @@ class RunFolder:
                 fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 try:
-                    other = int(open(self.lock).read().strip() or 0)
-                except (OSError, ValueError):
+                    other = lock_holder(open(self.lock).read())
+                except OSError:
                     other = 0
-                if other and other != os.getpid() and pid_alive(other):
+                if other and other != os.getpid():
                     self.release()
                     raise ConfigError(f"another run (pid {other}) is writing to {self.path}: wait for it, stop it, "
                                       f"or choose another --out")
@@ -222,7 +240,7 @@ class RunFolder:
                     pass
                 continue
             with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
+                f.write(lock_text())
             self.held = True
             return
         raise ConfigError(f"could not take the lock {self.lock}: another run is starting there; try again")
@@ -259,7 +277,7 @@ class RunFolder:
     def release(self):
         if self.held:
             try:
-                if int(open(self.lock).read().strip() or 0) == os.getpid():
+                if open(self.lock).read() == lock_text():
                     os.remove(self.lock)
             except (OSError, ValueError):
                 pass

@@ -79,6 +79,12 @@ def test_sample_with_missing_or_broken_checkpoint(tmp_path, cli):
         assert code == 2 and expected in err.strip() and len(err.strip().splitlines()) == 1
 
 
+def test_sample_with_a_fifo_for_a_checkpoint_does_not_wait(tmp_path, cli):
+    os.mkfifo(tmp_path / "ckpt.pt")
+    code, _, err = cli("sample.py", "--ckpt", tmp_path / "ckpt.pt", "--retrieve")
+    assert code == 2 and "is not a regular file" in err and len(err.strip().splitlines()) == 1
+
+
 def test_train_then_sample_end_to_end(tmp_path, cli):
     """A few steps of the real command: every promised output exists and says what it should."""
     import json

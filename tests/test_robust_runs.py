@@ -201,9 +201,10 @@ def test_overwrite_replaces_the_run_and_resume_needs_a_checkpoint(tmp_path, fini
 def test_a_live_lock_refuses_and_a_stale_lock_is_taken_over(tmp_path, cli):
     out = tmp_path / "run"
     out.mkdir()
+    from checkpoint import process_start
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (out / ".lock").write_text(str(alive.pid))
+        (out / ".lock").write_text(f"{alive.pid} {process_start(alive.pid)}")
         code, _, err = cli(train_pfp, *SMALL, "--steps", "2", "--out", out)
         assert code == 2 and f"another run (pid {alive.pid})" in one_line(err)
         assert os.listdir(out) == [".lock"]                      # nothing written, the other run's lock kept
@@ -212,10 +213,10 @@ def test_a_live_lock_refuses_and_a_stale_lock_is_taken_over(tmp_path, cli):
         alive.wait()
     code, _, _ = cli(train_pfp, *SMALL, "--steps", "2", "--out", out)   # its writer is gone: stale
     assert code in (0, None) and (out / "summary.json").exists() and not (out / ".lock").exists()
-    reused = subprocess.Popen(["sleep", "60"])                    # the pid now names another program: stale too
-    try:
+    reused = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])   # the pid now names another
+    try:                                                          # live Python process, started later: stale too
         (tmp_path / "other").mkdir()
-        (tmp_path / "other" / ".lock").write_text(str(reused.pid))
+        (tmp_path / "other" / ".lock").write_text(f"{reused.pid} {process_start(reused.pid) - 1}")
         code, _, _ = cli(train_pfp, *SMALL, "--steps", "2", "--out", tmp_path / "other")
         assert code in (0, None) and not (tmp_path / "other" / ".lock").exists()
     finally:
