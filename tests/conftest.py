@@ -14,6 +14,44 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+# Tests wait on events (a line printed, a file written, a process ending), never on a budget of
+# seconds: this is only the net under a process that hangs, half an hour, far past any busy machine.
+HANG = 1800
+
+
+def descendants(pid: int) -> set:
+    """Every live process below pid (children, theirs, ...), from /proc; empty where there is none."""
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = open(f"/proc/{parent}/task/{task}/children").read().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind():
+    """Whatever way a test ends, every process it started (and theirs) is killed after it, so a
+    failed test never leaves work burning the cores of the tests after it."""
+    before = descendants(os.getpid())
+    yield
+    for pid in descendants(os.getpid()) - before:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
 
 @pytest.fixture
 def cli(capsys, monkeypatch):

@@ -5,12 +5,13 @@ import sys
 
 import pytest
 import torch
+from conftest import HANG
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=HANG)
 
 
 def write_mp4(path, frames, size=40):

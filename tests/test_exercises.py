@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from exercises import check
+from conftest import HANG
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOLUTIONS = os.path.join(ROOT, "exercises", "solutions")
@@ -30,7 +31,7 @@ WRONG = {
 
 def check_in_a_process(*args):
     done = subprocess.run([sys.executable, "exercises/check.py", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=HANG)
     assert "Traceback" not in done.stderr, done.stderr
     assert len(done.stdout.strip().splitlines()) == 1, done.stdout      # one line, whatever happens
     return done.returncode, done.stdout.strip()

@@ -12,6 +12,7 @@ import torch
 
 from config import SCALES, check
 from train_pfp import train
+from conftest import HANG
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ["--dim", "32", "--depth", "1", "--heads", "2", "--hr_channels", "8", "--history", "8", "--batch", "4",
@@ -32,11 +33,11 @@ def start_and_signal(out, sig, steps: int, after: int) -> tuple:
     """Start a run of `steps` steps, send `sig` once a checkpoint at step >= after exists -> (exit code, stderr)."""
     run = subprocess.Popen(command(out, "--steps", str(steps)), cwd=ROOT, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
+    deadline = time.time() + HANG
     while saved_step(out) < after and run.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     run.send_signal(sig)
-    _, stderr = run.communicate(timeout=120)
+    _, stderr = run.communicate(timeout=HANG)
     return run.returncode, stderr
 
 

@@ -21,6 +21,7 @@ import train_pfp
 from checkpoint import write_atomically
 from config import SCALES, Config, ConfigError, check, run_main
 from train_pfp import train
+from conftest import HANG
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--dim", "32", "--depth", "1", "--heads", "2", "--hr_channels", "8", "--history", "8", "--batch", "4",
@@ -314,7 +315,7 @@ def signalled(argv, after: float) -> subprocess.CompletedProcess:
     first = run.stderr.read(1)
     time.sleep(after)
     run.send_signal(signal.SIGTERM)
-    out, err = run.communicate(timeout=60)
+    out, err = run.communicate(timeout=HANG)
     return subprocess.CompletedProcess(argv, run.returncode, out, first + err)
 
 

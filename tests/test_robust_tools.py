@@ -28,6 +28,7 @@ import evaluate
 import plot
 from config import Config, ConfigError
 from plot import line_chart
+from conftest import HANG
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -40,7 +41,7 @@ def one_line(stderr: str) -> str:
     return lines[0]
 
 
-def script(*args, cwd=ROOT, timeout=120):
+def script(*args, cwd=ROOT, timeout=HANG):
     return subprocess.run([sys.executable, os.path.join(ROOT, args[0]), *args[1:]], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=ENV)
 
@@ -312,7 +313,7 @@ def start(args, cwd=ROOT, **kwargs):
     return proc
 
 
-def wait_for(proc, text, timeout=90):
+def wait_for(proc, text, timeout=HANG):
     deadline = time.time() + timeout
     while text not in "".join(proc.out + proc.err):
         assert proc.poll() is None and time.time() < deadline, "".join(proc.err)[-3000:]
@@ -320,7 +321,7 @@ def wait_for(proc, text, timeout=90):
 
 
 def finish(proc):
-    proc.wait(timeout=120)
+    proc.wait(timeout=HANG)
     time.sleep(0.2)                                               # the reader threads drain the pipes
     return proc.returncode, "".join(proc.err)
 
@@ -344,7 +345,7 @@ def test_ctrl_c_during_the_ar_curve_stops_its_process_too():
             "print('curve', flush=True); run_main(lambda: bench.ar_cost_curve(cfg, [8], 1))")
     proc = start(["-c", code], start_new_session=True)
     wait_for(proc, "curve")
-    children, deadline = [], time.time() + 60
+    children, deadline = [], time.time() + HANG
     while not children and time.time() < deadline:                # the pool's process, not the resource tracker
         children = [c for c in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
                     if "spawn_main" in open(f"/proc/{c}/cmdline").read()]
@@ -430,3 +431,14 @@ def test_a_full_disk_never_replaces_a_good_video(small_disk):
         save_bthwc_uint8_as_mp4_and_gif(rng.integers(0, 255, (60, 96, 96, 3), dtype=np.uint8), str(small_disk / "generate"))
     assert (small_disk / "generate.mp4").read_bytes() == good
     assert len(imageio.v2.mimread(small_disk / "generate.mp4")) == 4
+
+
+def test_the_suite_finds_every_process_a_test_left_behind():
+    """conftest.no_process_left_behind kills what descendants() finds after each test: a child
+    in a session of its own and the grandchild it started must both be found."""
+    from conftest import descendants
+    child = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                              "p = subprocess.Popen(['sleep', '600']); print(p.pid, flush=True); time.sleep(600)"],
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+    grandchild = int(child.stdout.readline())
+    assert {child.pid, grandchild} <= descendants(os.getpid())

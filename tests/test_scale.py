@@ -12,6 +12,7 @@ from dit import DiT
 from compressor import Compressor
 from train_pfp import PFPLoss
 from training import autocast, micro_batch, random_batch
+from conftest import HANG
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A model small enough that three training steps and the final evaluation take seconds.
@@ -32,7 +33,7 @@ def run_training(out, *extra, processes=1, script="train_pfp.py", cli=None):
         return trained_weights(out)
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     done = subprocess.run([sys.executable, *launcher, script, *FLAGS, *extra, "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, capture_output=True, text=True, timeout=HANG)
     assert done.returncode == 0, done.stderr[-2000:]
     return trained_weights(out)
 
@@ -148,14 +149,14 @@ def test_cache_refused_for_a_model_trained_without_it():
 @pytest.mark.parametrize("script", ["dit.py", "compressor.py"])
 def test_paper_scale_prints_counts_without_allocating(script):
     done = subprocess.run([sys.executable, script, "--scale", "paper"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=HANG)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "187,200" in done.stdout                                 # 120 latent frames x 30 x 52 DiT tokens
 
 
 def test_footprint_prints_paper_scale_activation_memory_without_allocating():
     done = subprocess.run([sys.executable, "footprint.py", "--scale", "paper"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=HANG)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "activation memory" in done.stdout and "6,240 memory tokens" in done.stdout
 
@@ -188,7 +189,7 @@ def test_activation_trace_counts_what_backward_keeps():
 def test_bench_writes_its_tables_and_curve(tmp_path):
     done = subprocess.run([sys.executable, "bench.py", "--scales", "tiny", "--steps", "1", "--frames", "16", "--repeats", "1",
                            "--ratio", "8", "16", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=HANG)
     assert done.returncode == 0, done.stderr[-2000:]
     import json
     blob = json.load(open(tmp_path / "bench.json"))
