@@ -19,7 +19,7 @@ from dataclasses import fields
 
 import torch
 
-from config import Config, ConfigError, check
+from config import SIGNALLED, Config, ConfigError, check
 from compressor import Compressor
 from dit import DiT
 
@@ -250,6 +250,8 @@ class RunFolder:
         config is written. A run that fails earlier has written nothing."""
         if not self.active:
             return
+        if SIGNALLED:                            # a Ctrl-C or SIGTERM a library swallowed: stop before writing
+            raise KeyboardInterrupt
         if self.overwrite:
             self.clear_old_run()
         write_atomically(os.path.join(self.path, "config.json"), lambda tmp: open(tmp, "w").write(json.dumps(config, indent=1)))

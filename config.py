@@ -191,23 +191,34 @@ def seed_int(text: str) -> int:
     return value
 
 
+SIGNALLED = []   # the signals run_main's handler has seen: a run checks it before it writes (RunFolder.start)
+
+
+def stop_quietly(message: str):
+    """The one line, then exit 130; a second Ctrl-C during the exit is ignored, not a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print(message, file=sys.stderr)
+    sys.exit(130)
+
+
 def run_main(main):
     """Run a script's main(): bad input (ConfigError, DataError) is one line and exit 2 (fail);
     Ctrl-C or SIGTERM is one line and exit 130, never a traceback: inside a training loop the
     loop saves first and raises Interrupted (training.interruptible), anywhere else it just stops."""
-    def on_term(number, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
+    def on_signal(number, frame):
+        SIGNALLED.append(number)                 # also noted, in case the KeyboardInterrupt is swallowed
+        raise KeyboardInterrupt                  # (e.g. inside a library's lazy import): see RunFolder.start
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         main()
     except ConfigError as e:                     # data.DataError is one too
         fail(str(e))
     except Interrupted as e:                     # the training loop saved first; its message says how to go on
-        print(str(e), file=sys.stderr)
-        sys.exit(130)
+        stop_quietly(str(e))
     except KeyboardInterrupt:
-        print(f"interrupted: {os.path.basename(sys.argv[0])} stopped; files it had finished are kept", file=sys.stderr)
-        sys.exit(130)
+        stop_quietly(f"interrupted: {os.path.basename(sys.argv[0])} stopped; files it had finished are kept")
     except MemoryError:                          # torch.OutOfMemoryError too: an estimate in footprint.py fell short
         fail("out of memory: ask for less (training: --batch or a higher --accum, --history, --height/--width, "
              "--train_videos; other scripts: their counts and sizes) or use a machine with more memory")

@@ -56,15 +56,16 @@ def no_process_left_behind():
 @pytest.fixture
 def cli(capsys, monkeypatch):
     """-> run(script, *argv) -> (exit code, stdout, stderr) of `python script argv...`, run here;
-    script is a file name ("train_pfp.py") or the module. The process's SIGTERM handler and torch's
+    script is a file name ("train_pfp.py") or the module. The process's signal handlers and torch's
     thread count (--threads) are put back afterwards, so one script never slows the tests after it."""
     import torch
-    from config import run_main
+    from config import SIGNALLED, run_main
 
     def run(script, *argv):
         module = importlib.import_module(script.removesuffix(".py")) if isinstance(script, str) else script
         monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", *map(str, argv)])
-        handler, threads = signal.getsignal(signal.SIGTERM), torch.get_num_threads()
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        threads = torch.get_num_threads()
         capsys.readouterr()
         try:
             run_main(module.main)
@@ -72,7 +73,9 @@ def cli(capsys, monkeypatch):
         except SystemExit as e:
             code = e.code
         finally:
-            signal.signal(signal.SIGTERM, handler)
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            SIGNALLED.clear()
             torch.set_num_threads(threads)
         out = capsys.readouterr()
         return code, out.out, out.err

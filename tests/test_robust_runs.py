@@ -167,6 +167,30 @@ def test_a_new_run_into_a_finished_run_is_refused_and_changes_nothing(finished, 
     assert snapshot(finished) == before
 
 
+def test_a_signal_a_library_swallows_still_stops_the_run_before_it_writes(tmp_path, finished, cli, monkeypatch):
+    """SIGTERM lands inside a library that catches KeyboardInterrupt (as a lazy import once did):
+    the run goes on to its first write, stops there, and the old run it would overwrite is kept."""
+    import training
+    out = tmp_path / "copy"
+    out.mkdir()
+    for name, blob in snapshot(finished).items():
+        (out / name).write_bytes(blob)
+    before = snapshot(out)
+    generate = training.synthetic_videos
+
+    def swallowing(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        return generate(*args, **kwargs)
+    monkeypatch.setattr(training, "synthetic_videos", swallowing)
+    code, _, err = cli(train_pfp, *SMALL, "--steps", "4", "--out", out, "--overwrite")
+    assert code == 130 and err.strip().splitlines()[-1].startswith("interrupted") and "Traceback" not in err, err[-500:]
+    assert snapshot(out) == before
+
+
 def test_overwrite_is_all_or_nothing(tmp_path, finished, cli, monkeypatch):
     """One file of the old run cannot be removed (as under chattr +i): the old run stays whole."""
     out = tmp_path / "copy"
