@@ -41,7 +41,9 @@ class Config:
     mlp_ratio: int = 4         # MLP hidden width = mlp_ratio x dim
     rope_base: float = 100.0   # RoPE frequency base; positions are small integers here [ours]
     pos_bias: float = 2.0      # [ours] 3D ALiBi: logits -= slope_h * distance, slope_h = pos_bias / 2^h;
-                               # every head starts out reading the keys near its own place and time
+                               # every head starts out reading the keys near its own place and time (measured
+                               # best for stage 1; the storyboard's stage 2 reads far back better at 0:
+                               # results/learning_speed.md, results/storyboard_recall.md)
     memory_read: bool = True   # [ours] before the blocks, each noisy token reads the memory of its own spatial
                                # cell at every time and unpacks it by its place in the cell (dit.py:MemoryRead)
     abs_pos: bool = True       # [ours] also add a learned projection of 3D Fourier positions

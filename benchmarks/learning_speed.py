@@ -71,9 +71,13 @@ def minutes_to_reach(points: list, target: float, column: int = 2):
 
 def report(runs: dict, target: float) -> str:
     """The markdown page: every validation point of every run, then the minutes to the target."""
+    figure = lambda y: f"{y:.2f}" if math.isfinite(y) else "not measured"
     lines = ["| run | step | minutes | PSNR sampled | PSNR posterior mean |", "|---|---|---|---|---|"]
     for label, run in runs.items():
-        lines += [f"| {label} | {s} | {m:.1f} | {y:.2f} | {pm:.2f} |" for m, s, y, pm in run["points"]]
+        lines += [f"| {label} | {s} | {m:.1f} | {figure(y)} | {figure(pm)} |" for m, s, y, pm in run["points"]]
+    lines += ["", "Each run's last point is its final validation, every frame of every validation video; the "
+                  "points before it are train_pfp.py's checks during training, on a few (8 videos, 2 groups "
+                  "of frames each), so a crossing between them is a rough time."]
     lines += ["", f"| run | minutes to {target:.2f} dB sampled | minutes to {target:.2f} dB posterior mean "
                   f"| no network: mean frame, pooled |", "|---|---|---|---|"]
     for label, run in runs.items():
