@@ -134,7 +134,7 @@ def load_dit(dit, path: str) -> dict:
     """Load a checkpoint's EMA DiT into `dit` (a base model, or stage 1 for stage 2) -> the checkpoint.
     Its latent comes with it (a --latent pca basis is part of the DiT), so every stage built on a
     base shares the base's latent. Parts the checkpoint may lack start as no-ops (cross-attention,
-    the caption encoder, the memory read) and are trained from there; any other difference is one line naming the
+    the caption encoder, the memory read, or a read made for another rate) and are trained from there; any other difference is one line naming the
     flags to match."""
     ckpt = read_checkpoint(path)
     theirs, ours = Config(**ckpt["config"]), dit.cfg
@@ -142,8 +142,13 @@ def load_dit(dit, path: str) -> dict:
         raise ConfigError(f"--init {path}: its latent is {latent_name(theirs)}, this run's {latent_name(ours)}; a run "
                           f"shares its base's latent: pass --latent {theirs.latent}"
                           + (f" --pca_channels {theirs.pca_channels}" if theirs.latent == "pca" else ""))
+    # The memory read is made for one rate (one unpacking map per place in a memory cell): a run
+    # at another rate, or without it, starts its own as a no-op.
+    ours = dit.state_dict()
+    weights = {k: v for k, v in ckpt["dit_ema"].items()
+               if not k.startswith("memory_read.") or (k in ours and ours[k].shape == v.shape)}
     try:
-        missing, unexpected = dit.load_state_dict(ckpt["dit_ema"], strict=False)
+        missing, unexpected = dit.load_state_dict(weights, strict=False)
     except RuntimeError:                             # a tensor of another shape
         missing, unexpected = [], ["shape"]
     new_parts = (".cross.", ".norm_cross.", "caption_encoder.", "memory_caption.", "memory_read.")

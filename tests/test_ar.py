@@ -245,7 +245,9 @@ def test_stage_one_starts_from_a_base_video_model(tmp_path):
                            lr=1e-12, warmup=0, eval_every=1000, ckpt_every=1000, sample_steps=2))
     train(stage1, str(tmp_path / "s1"), quiet=True, init=str(tmp_path / "base" / "ckpt.pt"))
     got = torch.load(tmp_path / "s1" / "ckpt.pt", weights_only=True)
-    assert all((got["dit_ema"][k] - w).abs().max() < 1e-6 for k, w in weights.items())
+    # all but the memory read, which is made for one rate: the base's (1x1x1) cannot serve 2x2x2
+    assert all((got["dit_ema"][k] - w).abs().max() < 1e-6 for k, w in weights.items() if not k.startswith("memory_read."))
+    assert got["dit_ema"]["memory_read.unpack"].abs().max() < 1e-6                    # a fresh read: a no-op
     assert (got["compressor_ema"]["lr_patchify.weight"] - weights["patchify.weight"]).abs().max() < 1e-6
     with pytest.raises(ConfigError, match="does not match this config"):
         train(replace(stage1, dim=64), str(tmp_path / "s1b"), quiet=True, init=str(tmp_path / "base" / "ckpt.pt"))

@@ -24,7 +24,7 @@ WRONG = {
     3: {"paper, memory tokens at 4x4x2": "5,850"},
     7: {"the floor, above or below the average training frame": "above"},
     8: {"the two latent frames retrieved best": "0 1"},
-    9: {"4x4x2 beats its pooled video, yes or no": "yes"},
+    9: {"4x4x2 beats its pooled video, yes or no": "no"},
     10: {"window only's memory use at gap 6, in dB": "0.5"},
 }
 
