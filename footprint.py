@@ -135,7 +135,7 @@ def main():
     print(f"stage-1 sequence: {act['memory_tokens']:,} memory tokens + {cfg.targets} target frames = {n:,} tokens")
     print("activation memory for one sample (fp32, saved for backward, traced on the meta device):")
     print(f"  compressor {human_bytes(act['compressor'])}, DiT {human_bytes(act['dit'])}, "
-          f"our ALiBi bias {human_bytes(act['attention_bias'])} (--pos_bias 0 drops it; bf16 halves the rest)")
+          f"our ALiBi bias and the memory read's mask {human_bytes(act['attention_bias'])} (--pos_bias 0 drops the bias; bf16 halves the rest)")
     print(f"this machine ({cfg.device}): {human_bytes(machine_memory(cfg.device))}")
 
 

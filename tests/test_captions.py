@@ -46,10 +46,11 @@ def captions(frames: int = 3) -> torch.Tensor:
 
 
 def test_without_captions_the_dit_is_exactly_as_before():
-    """Numbers pinned with dit.py as it was before captions existed (the same seeds and steps):
-    the state_dict keys, the initial weights and the outputs are unchanged, so old checkpoints load."""
+    """Numbers pinned with dit.py as it was before captions and the memory read existed (the same
+    seeds and steps): without them the state_dict keys, the initial weights and the outputs are
+    unchanged, and the read is drawn after every other weight, so it changes none of them."""
     torch.manual_seed(0)
-    dit = DiT(SMALL)
+    dit = DiT(replace(SMALL, memory_read=False))
     keys = list(dit.state_dict())
     assert len(keys) == 40 and hashlib.sha256(" ".join(keys).encode()).hexdigest()[:16] == "bdaa27df476620be"
     assert abs(sum(p.double().abs().sum().item() for p in dit.parameters()) - 3649.622440421904) < 1e-6
@@ -60,6 +61,11 @@ def test_without_captions_the_dit_is_exactly_as_before():
     assert torch.allclose(v[1, 2, 5, 3, :4], torch.tensor([-0.038013, 0.323811, -0.302209, 0.141577]), atol=1e-5)
     with pytest.raises(AssertionError, match="captions"):
         dit(*inputs(torch.Generator().manual_seed(2)), caption=captions())
+    torch.manual_seed(0)
+    with_read = DiT(SMALL).state_dict()                              # the default: the memory read on
+    torch.manual_seed(0)
+    without = DiT(replace(SMALL, memory_read=False)).state_dict()
+    assert all(torch.equal(with_read[k], w) for k, w in without.items())
 
 
 def test_at_step_zero_a_caption_changes_nothing():

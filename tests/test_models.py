@@ -220,7 +220,6 @@ def test_noise_as_mask_retrieval_masks_the_other_frames_as_training_does(monkeyp
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(rate="3x3x2"), "does not divide"),
     (dict(rate="4x4"), "HxWxT"),
     (dict(compressor="big"), "unknown --compressor"),
     (dict(height=30), "multiples"),

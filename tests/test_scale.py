@@ -181,9 +181,12 @@ def test_activation_trace_counts_what_backward_keeps():
     assert per_block > 0 and abs((one["dit"] - per_block) / per_block) < 0.5   # the blocks dominate
     batch_two = footprint.activation_bytes(cfg, batch=2)["dit"]
     assert abs(batch_two - 2 * one["dit"]) < 0.05 * batch_two                  # all but a few shared tables
-    n = one["memory_tokens"] + cfg.targets * 64
-    assert one["attention_bias"] == cfg.heads * n * n * 4                        # one fp32 bias, shared by all blocks
-    assert footprint.activation_bytes(replace(cfg, pos_bias=0.0))["attention_bias"] == 0
+    noisy = cfg.targets * 64
+    n = one["memory_tokens"] + noisy
+    read_mask = noisy * one["memory_tokens"]                                    # the memory read's, one byte a pair
+    assert one["attention_bias"] == cfg.heads * n * n * 4 + read_mask          # one fp32 bias, shared by all blocks
+    assert footprint.activation_bytes(replace(cfg, pos_bias=0.0))["attention_bias"] == read_mask
+    assert footprint.activation_bytes(replace(cfg, pos_bias=0.0, memory_read=False))["attention_bias"] == 0
 
 
 def test_bench_writes_its_tables_and_curve(tmp_path):
