@@ -62,10 +62,11 @@ def pad_to_memory_grid(video: torch.Tensor, cfg: Config) -> torch.Tensor:
     """video (B, T, 3, H, W) -> zero-padded at its end, bottom and right to whole memory tokens,
     as the paper pads (30 token rows at 4x4 -> 32). Zero is mid-grey. [ours, as to the value]"""
     rh, rw, rt = cfg.rate_hwt
-    step_t, step_h, step_w = rt * cfg.vae_time, rh * cfg.vae_space * cfg.patch, rw * cfg.vae_space * cfg.patch
+    cell = cfg.vae_space * cfg.patch                   # pixels a DiT token spans
     T, H, W = video.shape[1], video.shape[3], video.shape[4]
-    more = lambda n, step: -n % step
-    return F.pad(video, (0, more(W, step_w), 0, more(H, step_h), 0, 0, 0, more(T, step_t)))
+    more = lambda n, step: -n % step                   # what n lacks of a whole number of steps
+    pad_w, pad_h, pad_t = more(W, rw * cell), more(H, rh * cell), more(T, rt * cfg.vae_time)
+    return F.pad(video, (0, pad_w, 0, pad_h, 0, 0, 0, pad_t))
 
 
 class HRBranch(nn.Module):

@@ -137,23 +137,25 @@ class MemoryRead(nn.Module):
         """tokens (B, F*R*C, D) of F whole frames at token_pos (B, F*R*C, 3); context (B, Nc, D) at
         context_pos (B, Nc, 3) -> tokens plus what each read in its cell (B, F*R*C, D)."""
         B, N, D = tokens.shape
-        (_, R, C), (rh, rw, _) = self.cfg.token_grid, self.cfg.rate_hwt
-        rope = lambda pos: [a[:, None] for a in rope_angles(pos, D // self.heads, self.cfg.rope_base)]
-        split = lambda y: y.reshape(B, y.shape[1], self.heads, D // self.heads).transpose(1, 2)
-        q = apply_rope(self.q_norm(split(self.q(tokens))), *rope(token_pos))            # (B, h, N, hd)
+        (_, R, C), (rh, rw, _), hd = self.cfg.token_grid, self.cfg.rate_hwt, D // self.heads
+        rope = lambda pos: [a[:, None] for a in rope_angles(pos, hd, self.cfg.rope_base)]
+        split = lambda y: y.reshape(B, y.shape[1], self.heads, hd).transpose(1, 2)
+        q = apply_rope(self.q_norm(split(self.q(tokens))), *rope(token_pos))    # (B, h, N, hd)
         k, v = self.kv(context).chunk(2, dim=-1)
-        k, v = apply_rope(self.k_norm(split(k)), *rope(context_pos)), split(v)         # (B, h, Nc, hd)
-        cell = lambda pos: (pos[..., 1] // rh) * C + pos[..., 2] // rw                 # (B, n) cell index
-        mine = cell(token_pos.floor())[:, :, None] == cell(context_pos.floor())[:, None]   # (B, N, Nc)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mine[:, None])           # (B, h, N, hd)
-        # Unpack by place in the cell: group the tokens by (row mod rh, col mod rw), one matmul each.
-        # A grid that rh x rw does not tile is padded (the paper's 30 rows at 4x4: 32) and cut back.
+        k = apply_rope(self.k_norm(split(k)), *rope(context_pos))               # (B, h, Nc, hd)
+        cell = lambda pos: (pos[..., 1] // rh) * C + pos[..., 2] // rw         # (B, n) cell index
+        mine = cell(token_pos.floor())[:, :, None] == cell(context_pos.floor())[:, None]  # B,N,Nc
+        y = F.scaled_dot_product_attention(q, k, split(v), attn_mask=mine[:, None])  # (B, h, N, hd)
+        # Unpack by place in the cell: the tokens grouped by (row mod rh, col mod rw), one matmul
+        # each. A grid rh x rw does not tile is padded (the paper's 30 rows at 4x4: 32), then cut.
         Rp, Cp = -(-R // rh) * rh, -(-C // rw) * rw
-        y = y.transpose(1, 2).reshape(B, -1, R, C, D)                                  # (B, F, R, C, D)
-        y = F.pad(y, (0, 0, 0, Cp - C, 0, Rp - R))                                     # (B, F, Rp, Cp, D)
-        y = y.reshape(B, -1, Rp // rh, rh, Cp // rw, rw, D).permute(3, 5, 0, 1, 2, 4, 6)   # (rh, rw, B, F, r, c, D)
-        y = torch.bmm(y.reshape(rh * rw, -1, D), self.unpack).reshape(rh, rw, B, -1, Rp // rh, Cp // rw, D)
-        y = y.permute(2, 3, 4, 0, 5, 1, 6).reshape(B, -1, Rp, Cp, D)[:, :, :R, :C]     # (B, F, R, C, D)
+        y = y.transpose(1, 2).reshape(B, -1, R, C, D)                          # (B, F, R, C, D)
+        y = F.pad(y, (0, 0, 0, Cp - C, 0, Rp - R))                             # (B, F, Rp, Cp, D)
+        y = y.reshape(B, -1, Rp // rh, rh, Cp // rw, rw, D)                  # B, F, r, rh, c, rw, D
+        y = y.permute(3, 5, 0, 1, 2, 4, 6).reshape(rh * rw, -1, D)             # (rh*rw, B*F*r*c, D)
+        y = torch.bmm(y, self.unpack)                                          # (rh*rw, B*F*r*c, D)
+        y = y.reshape(rh, rw, B, -1, Rp // rh, Cp // rw, D).permute(2, 3, 4, 0, 5, 1, 6)
+        y = y.reshape(B, -1, Rp, Cp, D)[:, :, :R, :C]                          # (B, F, R, C, D)
         return tokens + y.reshape(B, N, D)
 
 
@@ -234,7 +236,7 @@ class DiT(nn.Module):
         self.final_adaLN = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
         self.unpatchify = nn.Linear(D, C * p * p)
         self.initialize_weights()
-        self.memory_read = MemoryRead(cfg) if cfg.memory_read else None   # drawn after, as the captions
+        self.memory_read = MemoryRead(cfg) if cfg.memory_read else None   # drawn after the rest
         # Drawn after every other weight, so those are the same, seed for seed, with and without captions.
         self.caption_encoder = CaptionEncoder(D) if cfg.captions else None
         # [ours] Memory tokens' captions: the caption embedding through a layer that starts at zero, so

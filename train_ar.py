@@ -46,8 +46,9 @@ from checkpoint import RunFolder, load_dit, read_checkpoint
 from footprint import check_training_fits
 from plot import save_rows_png
 from sample import ar_context, chunk_and_context_captions, chunk_positions, next_chunk
-from training import (Logbook, autocast, distribute, fit_latent, interruptible, latent_ceiling, latent_line, make_optimizer,
-                      micro_batch, micro_batch_size, process_videos, random_batch, start_run, update_ema, update_is_safe)
+from training import (Logbook, autocast, distribute, fit_latent, interruptible, latent_ceiling,
+                      latent_line, make_optimizer, micro_batch, micro_batch_size, process_videos,
+                      random_batch, start_run, update_ema, update_is_safe)
 
 
 def split_points(cfg: Config) -> list:
@@ -187,11 +188,11 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
         folder.start(asdict(cfg))                     # only now, all checked, is anything written to out
         with interruptible() as stop:
             for step in book.start(first, f"stage 2 {name}", position, quiet):
-                # forward and backward on L_ar, one micro-batch at a time (--accum): the gradients add up
+                # forward and backward on L_ar, micro-batch by micro-batch (--accum)
                 losses, per_sample, ts = [], [], []
                 for i in range(cfg.accum):
-                    with micro_batch(loss_fn, step, rank, i, cfg):        # its own seed; DDP syncs on the last
-                        video, s, clip_captions = draw(i)                 # (b, T + c, 3, H, W), split, captions
+                    with micro_batch(loss_fn, step, rank, i, cfg):   # own seed; DDP syncs last
+                        video, s, clip_captions = draw(i)   # (b, T + c, 3, H, W), split, captions
                         with autocast(cfg):
                             loss, sample_losses, t = loss_fn(video, s, clip_captions)
                         (loss / cfg.accum).backward()
@@ -207,7 +208,8 @@ def train_ar(cfg: Config, out: str, init: str, data=None, quiet: bool = False, p
                     schedule.step()
                     update_ema(ema_pairs, step, cfg)
                 optimizer.zero_grad(set_to_none=True)
-                book.after_step(step, loss, grad_norm, kept, torch.cat(per_sample), torch.cat(ts), stop)
+                per_sample, ts = torch.cat(per_sample), torch.cat(ts)
+                book.after_step(step, loss, grad_norm, kept, per_sample, ts, stop)
         train_seconds = book.finish(world)
         if not main_process:
             return {}

@@ -36,8 +36,9 @@ from checkpoint import RunFolder, load_dit
 from footprint import check_training_fits
 from plot import save_rows_png
 from sample import posterior_mean, retrieve, true_frames
-from training import (Logbook, autocast, distribute, fit_latent, interruptible, latent_ceiling, latent_line, make_optimizer,
-                      micro_batch, micro_batch_size, process_videos, random_batch, start_run, update_ema, update_is_safe)
+from training import (Logbook, autocast, distribute, fit_latent, interruptible, latent_ceiling,
+                      latent_line, make_optimizer, micro_batch, micro_batch_size, process_videos,
+                      random_batch, start_run, update_ema, update_is_safe)
 
 
 def pick_omega(batch: int, cfg: Config, generator=None) -> torch.Tensor:
@@ -207,10 +208,10 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
         folder.start(asdict(cfg))                     # only now, all checked, is anything written to out
         with interruptible() as stop:
             for step in book.start(first, f"stage 1 {name}", position, quiet):
-                # forward and backward on L_pfp, one micro-batch at a time (--accum): the gradients add up
+                # forward and backward on L_pfp, micro-batch by micro-batch (--accum)
                 losses, per_sample, ts = [], [], []
                 for i in range(cfg.accum):
-                    with micro_batch(loss_fn, step, rank, i, cfg):        # its own seed; DDP syncs on the last
+                    with micro_batch(loss_fn, step, rank, i, cfg):   # own seed; DDP syncs last
                         video = random_batch(train_videos, pools[i], micro, cfg)   # (b, T, 3, H, W)
                         with autocast(cfg):
                             loss, sample_losses, t = loss_fn(video)
@@ -227,7 +228,8 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
                     schedule.step()
                     update_ema(ema_pairs, step, cfg)
                 optimizer.zero_grad(set_to_none=True)
-                book.after_step(step, loss, grad_norm, kept, torch.cat(per_sample), torch.cat(ts), stop)
+                per_sample, ts = torch.cat(per_sample), torch.cat(ts)
+                book.after_step(step, loss, grad_norm, kept, per_sample, ts, stop)
         train_seconds = book.finish(world)
         if not main_process:
             return {}

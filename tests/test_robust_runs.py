@@ -48,6 +48,14 @@ def finished(tmp_path_factory):
     return out
 
 
+def copy_of(run, out):
+    """A copy of a run folder at out -> out."""
+    out.mkdir()
+    for name, blob in snapshot(run).items():
+        (out / name).write_bytes(blob)
+    return out
+
+
 def snapshot(folder) -> dict:
     return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
 
@@ -171,10 +179,7 @@ def test_a_signal_a_library_swallows_still_stops_the_run_before_it_writes(tmp_pa
     """SIGTERM lands inside a library that catches KeyboardInterrupt (as a lazy import once did):
     the run goes on to its first write, stops there, and the old run it would overwrite is kept."""
     import training
-    out = tmp_path / "copy"
-    out.mkdir()
-    for name, blob in snapshot(finished).items():
-        (out / name).write_bytes(blob)
+    out = copy_of(finished, tmp_path / "copy")
     before = snapshot(out)
     generate = training.synthetic_videos
 
@@ -193,10 +198,7 @@ def test_a_signal_a_library_swallows_still_stops_the_run_before_it_writes(tmp_pa
 
 def test_overwrite_is_all_or_nothing(tmp_path, finished, cli, monkeypatch):
     """One file of the old run cannot be removed (as under chattr +i): the old run stays whole."""
-    out = tmp_path / "copy"
-    out.mkdir()
-    for name, blob in snapshot(finished).items():
-        (out / name).write_bytes(blob)
+    out = copy_of(finished, tmp_path / "copy")
     before = snapshot(out)
     rename = os.rename
 
@@ -211,10 +213,7 @@ def test_overwrite_is_all_or_nothing(tmp_path, finished, cli, monkeypatch):
 
 
 def test_overwrite_replaces_the_run_and_resume_needs_a_checkpoint(tmp_path, finished, cli):
-    out = tmp_path / "copy"
-    out.mkdir()
-    for name, blob in snapshot(finished).items():
-        (out / name).write_bytes(blob)
+    out = copy_of(finished, tmp_path / "copy")
     code, _, _ = cli(train_pfp, *SMALL, "--steps", "4", "--out", out, "--overwrite", "--seed", "1")
     assert code in (0, None)
     assert json.load(open(out / "summary.json"))["steps"] == 4 and not (out / ".lock").exists()
@@ -415,10 +414,7 @@ def test_fresh_cases_found_by_a_sweep(tmp_path, finished, cli):
 
 
 def test_resuming_a_finished_run_logs_its_final_evaluation_once(tmp_path, finished, cli):
-    out = tmp_path / "copy"
-    out.mkdir()
-    for name, blob in snapshot(finished).items():
-        (out / name).write_bytes(blob)
+    out = copy_of(finished, tmp_path / "copy")
     flags = ["--dim", "32", "--depth", "1", "--heads", "2", "--hr_channels", "8", "--history", "8", "--steps", "6",
              "--batch", "4", "--train_videos", "8", "--val_videos", "2", "--sample_steps", "2", "--threads", "1",
              "--warmup", "2", "--ckpt_every", "3", "--eval_every", "100000", "--log_every", "1"]
