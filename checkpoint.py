@@ -13,7 +13,9 @@
 import json
 import os
 import pickle
+import re
 import shutil
+import sys
 import uuid
 from dataclasses import fields
 
@@ -122,6 +124,11 @@ def load_checkpoint(path, device="cpu"):
         phi.load_state_dict(ckpt["compressor_ema"])
     except (KeyError, RuntimeError) as e:
         raise ConfigError(f"checkpoint {path!r} does not match its own config ({type(e).__name__}): retrain it") from e
+    broken = [k for k, w in {**ckpt["dit_ema"], **ckpt["compressor_ema"]}.items()
+              if w.is_floating_point() and not torch.isfinite(w).all()]
+    if broken:
+        print(f"warning: checkpoint {path!r} holds weights that are not finite ({len(broken)} tensors, e.g. "
+              f"{broken[0]}): what it makes will be NaN; retrain with a lower --lr", file=sys.stderr)
     return cfg, dit.eval(), phi.eval(), ckpt.get("stage", 1)
 
 
@@ -214,6 +221,7 @@ class RunFolder:
         writable_folder(self.path)
         os.makedirs(self.path, exist_ok=True)
         self.take_lock()
+        self.remove_dead_writers_files()
         try:
             held = [f for f in RUN_FILES if os.path.exists(os.path.join(self.path, f))]
             if self.resuming and not os.path.isfile(os.path.join(self.path, "ckpt.pt")):
@@ -260,6 +268,23 @@ class RunFolder:
         if self.overwrite:
             self.clear_old_run()
         write_atomically(os.path.join(self.path, "config.json"), lambda tmp: open(tmp, "w").write(json.dumps(config, indent=1)))
+
+    def remove_dead_writers_files(self):
+        """Temporary files of write_atomically (<stem>.tmp-<pid>-<8 hex><ext>) left by a writer
+        that was killed mid-write (SIGKILL leaves no chance to clean up): gone once we hold the lock."""
+        for name in os.listdir(self.path):
+            match = re.fullmatch(r".+\.tmp-(\d+)-[0-9a-f]{8}(\.\w+)?", name)
+            if not match or int(match.group(1)) == os.getpid():
+                continue
+            try:
+                os.kill(int(match.group(1)), 0)
+            except ProcessLookupError:                 # its writer is gone
+                try:
+                    os.remove(os.path.join(self.path, name))
+                except OSError:
+                    pass
+            except (PermissionError, OverflowError):
+                pass
 
     def clear_old_run(self):
         """--overwrite, all or nothing: the old run's files are first moved aside (renames, which

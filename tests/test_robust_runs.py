@@ -196,6 +196,34 @@ def test_a_signal_a_library_swallows_still_stops_the_run_before_it_writes(tmp_pa
     assert snapshot(out) == before
 
 
+def test_a_checkpoint_of_nan_weights_says_so(tmp_path, finished, cli):
+    ckpt = torch.load(finished / "ckpt.pt", weights_only=True)
+    ckpt["dit_ema"] = {k: torch.full_like(w, float("nan")) if w.is_floating_point() else w
+                       for k, w in ckpt["dit_ema"].items()}
+    torch.save(ckpt, tmp_path / "nan.pt")
+    code, _, err = cli(sample, "--ckpt", tmp_path / "nan.pt", "--retrieve", "--out", tmp_path / "out")
+    assert code == 0 and "holds weights that are not finite" in err, err[-500:]
+
+
+def test_temporary_files_of_a_killed_writer_are_removed_and_a_live_ones_kept(tmp_path, finished):
+    from checkpoint import RunFolder
+    out = copy_of(finished, tmp_path / "copy")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / f"ckpt.tmp-{gone.pid}-0123abcd.pt").write_bytes(b"half a checkpoint")
+        (out / f"next_chunk.tmp-{gone.pid}-89abcdef.png").write_bytes(b"half a picture")
+        (out / f"ckpt.tmp-{alive.pid}-fedcba98.pt").write_bytes(b"being written")
+        with RunFolder(str(out), resuming=True):
+            pass
+        left = sorted(p.name for p in out.iterdir())
+        assert left == sorted([*snapshot(finished), f"ckpt.tmp-{alive.pid}-fedcba98.pt"])
+    finally:
+        alive.kill()
+        alive.wait()
+
+
 def test_overwrite_is_all_or_nothing(tmp_path, finished, cli, monkeypatch):
     """One file of the old run cannot be removed (as under chattr +i): the old run stays whole."""
     out = copy_of(finished, tmp_path / "copy")
