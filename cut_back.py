@@ -207,9 +207,12 @@ def scored(path: str, dit, phi, cfg: Config, gaps: list, n: int) -> dict:
     if os.path.isfile(cache):
         try:
             kept = torch.load(cache, weights_only=True)
-            if kept["key"] == key:
-                return kept["scores"]
-        except Exception:                            # unreadable or foreign: score again
+            whole = all(isinstance(kept["scores"][gap]["frames"], torch.Tensor)
+                        and all(len(kept["scores"][gap][k]) == n for k in ("model", "swapped", "chance", "copy"))
+                        for gap in gaps)
+            if kept["key"] == key and whole:
+                return {gap: dict(s) for gap, s in kept["scores"].items()}
+        except Exception:                            # unreadable, foreign or missing a part: score again
             pass
     scores = cut_back_scores(dit, phi, cfg, gaps, n, keep=4)
     write_atomically(cache, lambda tmp: torch.save({"key": key, "scores": scores}, tmp))

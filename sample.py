@@ -233,7 +233,17 @@ def main():
         fail("--prompt and --chunks go with --generate; --retrieve takes --frames")
     args.chunks = 16 if args.chunks is None else args.chunks
     out = writable_folder(args.out or os.path.dirname(os.path.abspath(args.ckpt)))    # before any work
+    made = not os.path.isdir(out)
     os.makedirs(out, exist_ok=True)
+    try:
+        sample_into(out, args)
+    finally:
+        if made and os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)                          # a run that failed before writing leaves no folder
+
+
+def sample_into(out: str, args):
+    """The work of main, once --out is a folder we can write: retrieve or generate into it."""
     cfg, dit, phi, stage = load_checkpoint(args.ckpt)
     if args.generate:
         step = cfg.vae_time * cfg.rate_hwt[2]                 # history lengths phi can pool exactly

@@ -80,6 +80,13 @@ def test_sample_with_missing_or_broken_checkpoint(tmp_path, cli):
         assert code == 2 and expected in err.strip() and len(err.strip().splitlines()) == 1
 
 
+def test_a_failed_sample_leaves_no_empty_out_folder(tmp_path, cli):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    code, _, _ = cli("sample.py", "--ckpt", broken, "--retrieve", "--out", tmp_path / "new" / "out")
+    assert code == 2 and not (tmp_path / "new" / "out").exists()
+
+
 def test_sample_with_a_fifo_for_a_checkpoint_does_not_wait(tmp_path, cli):
     os.mkfifo(tmp_path / "ckpt.pt")
     code, _, err = cli("sample.py", "--ckpt", tmp_path / "ckpt.pt", "--retrieve")

@@ -184,3 +184,23 @@ def test_cut_back_claims_read_the_bars():
     pair = {k: table[k] for k in ("pfp 2x2x2", "pfp without pretrain")}   # no ceiling: the orderings alone
     assert cut_back.claims(pair, [6], window=2) == [
         "- gap 6: pfp 2x2x2 - pfp without pretrain = -0.42 dB [-0.52, -0.33]: does not hold"]
+
+
+def test_a_score_cache_missing_its_frames_is_scored_again(tmp_path, monkeypatch):
+    """cut_back.pt with the right key but no "frames" (a damaged or hand-edited file): scored again,
+    not a KeyError in the report."""
+    import cut_back
+    ckpt = tmp_path / "ckpt.pt"
+    ckpt.write_bytes(b"weights")
+    gaps, n = [3], 2
+    whole = {3: {"model": [1.0, 2.0], "swapped": [0.5, 0.5], "chance": [0.1, 0.2], "copy": [9.0, 9.0],
+                 "frames": torch.zeros(1, 2, 3, 4, 4)}}
+    key = [os.path.getmtime(ckpt), os.path.getsize(ckpt), gaps, n, cut_back.CUT_BACK_SEED_OFFSET]
+    damaged = {3: {k: v for k, v in whole[3].items() if k != "frames"}}
+    torch.save({"key": key, "scores": damaged}, tmp_path / "cut_back.pt")
+    calls = []
+    monkeypatch.setattr(cut_back, "cut_back_scores", lambda *a, **k: calls.append(1) or whole)
+    got = cut_back.scored(str(ckpt), None, None, None, gaps, n)
+    assert calls == [1] and torch.equal(got[3]["frames"], whole[3]["frames"])
+    got = cut_back.scored(str(ckpt), None, None, None, gaps, n)                # now whole: read back
+    assert calls == [1] and got[3]["model"] == [1.0, 2.0]
