@@ -10,7 +10,6 @@ Letters: B batch, M memory tokens, D width.
 import argparse
 import math
 import os
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -57,23 +56,18 @@ def activation_bytes(cfg: Config, batch: int = 1) -> dict:
             bias_bytes[id(attn_mask)] = attn_mask.numel() * attn_mask.element_size()
         return q + 0 * (k.sum(-2, keepdim=True) + v.sum(-2, keepdim=True))
 
-    # pad the frame as the paper does, so phi's grid is whole (30 token rows at 4x4 -> 8 memory rows)
-    rh, rw, _ = cfg.rate_hwt
-    cell = cfg.vae_space * cfg.patch
-    padded = replace(cfg, height=math.ceil(cfg.height / (cell * rh)) * cell * rh,
-                     width=math.ceil(cfg.width / (cell * rw)) * cell * rw)
     original = F.scaled_dot_product_attention
     F.scaled_dot_product_attention = fused_attention
     try:
         with torch.device("meta"), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             dit, phi = DiT(cfg), Compressor(cfg)
-            history = torch.randn(batch, cfg.history, 3, padded.height, padded.width)
+            history = torch.randn(batch, cfg.history, 3, cfg.height, cfg.width)   # phi pads it
             memory = phi(history, dit.latent)                                      # (B, M, D)
             phi_bytes = sum(saved.values())
             h, w = cfg.height // cfg.vae_space, cfg.width // cfg.vae_space
             x = torch.randn(batch, cfg.targets, cfg.latent_channels, h, w)
             dit(x, torch.rand(batch, cfg.targets), torch.arange(cfg.targets).expand(batch, -1), memory,
-                memory_positions(padded))
+                memory_positions(cfg))
     finally:
         F.scaled_dot_product_attention = original
     return {"compressor": phi_bytes, "dit": sum(saved.values()) - phi_bytes, "attention_bias": sum(bias_bytes.values()),

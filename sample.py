@@ -50,8 +50,8 @@ def with_memory(dit, memory, memory_pos, cfg: Config, memory_caption=None):
 
 
 def retrieval_start(dit, phi, video, omega, cfg: Config, generator=None):
-    """What the sampler of a retrieval starts from -> (x_1 (B, F, C, h, w) pure noise at the asked-for
-    frames, velocity(x, t) with t (B,), pick(x) -> the asked-for frames (B, k, C, h, w)).
+    """What the sampler of a retrieval starts from -> (x_1 (B, F, C, h, w), pure noise at the
+    asked-for frames; velocity(x, t) with t (B,); pick(x) -> the asked-for frames (B, k, C, h, w)).
     With noise-as-mask models every frame is in the sequence, the ones not asked for as in training:
     their true latents noised to fixed levels drawn from U[mask_noise_min, 1]."""
     B, k = omega.shape
@@ -66,11 +66,12 @@ def retrieval_start(dit, phi, video, omega, cfg: Config, generator=None):
     frame_pos = torch.arange(latent.shape[1], device=video.device).expand(B, -1)   # (B, T')
     is_target = torch.zeros(B, latent.shape[1], dtype=torch.bool, device=video.device)
     is_target[rows, omega] = True
-    rest = cfg.mask_noise_min + (1 - cfg.mask_noise_min) * torch.rand(is_target.shape, generator=generator)
-    rest = rest.to(video.device)                                              # (B, T') as pfp_loss draws them
+    low = cfg.mask_noise_min
+    rest = low + (1 - low) * torch.rand(is_target.shape, generator=generator)   # as pfp_loss draws them
+    rest = rest.to(video.device)                                              # (B, T')
     start = torch.where(is_target[:, :, None, None, None], noise, add_noise(latent, noise, rest))
 
-    def velocity(x, t):                       # only the asked-for frames move; the rest stay as they are
+    def velocity(x, t):                       # only the asked-for frames move; the rest stay put
         levels = torch.where(is_target, t[:, None], rest)
         return G(x, levels, frame_pos) * is_target[:, :, None, None, None]
     return start, velocity, lambda x: x[rows, omega]
@@ -78,10 +79,11 @@ def retrieval_start(dit, phi, video, omega, cfg: Config, generator=None):
 
 @torch.no_grad()
 def retrieve(dit, phi, video, omega, cfg: Config, generator=None, trajectory=None):
-    """video (B, T, 3, H, W), omega (B, k) latent-frame indices -> retrieved pixels (B, k*vt, 3, H, W):
-    one draw of the sampler, the paper's Table 1 metric."""
+    """video (B, T, 3, H, W), omega (B, k) latent-frame indices -> retrieved pixels
+    (B, k*vt, 3, H, W): one draw of the sampler, the paper's Table 1 metric."""
     start, velocity, pick = retrieval_start(dit, phi, video, omega, cfg, generator)
-    x0 = pick(euler_sample(velocity, start, cfg.sample_steps, cfg.t_shift, trajectory))   # (B, k, C, h, w)
+    x0 = euler_sample(velocity, start, cfg.sample_steps, cfg.t_shift, trajectory)
+    x0 = pick(x0)                                                             # (B, k, C, h, w)
     return dit.latent.decode(x0).clamp(-1, 1)
 
 
@@ -239,7 +241,7 @@ def main():
         sample_into(out, args)
     finally:
         if made and os.path.isdir(out) and not os.listdir(out):
-            os.rmdir(out)                          # a run that failed before writing leaves no folder
+            os.rmdir(out)                          # a failed run leaves no empty folder
 
 
 def sample_into(out: str, args):

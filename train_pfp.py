@@ -97,7 +97,9 @@ def evaluate_retrieval(dit, phi, videos, cfg: Config, groups_per_video: int, bat
     for i in range(len(videos)):
         groups = torch.randperm(T, generator=gen)[:T // k * k].reshape(-1, k)   # (T // k, k) disjoint
         jobs += [(i, omega) for omega in groups.sort(dim=1).values[:groups_per_video]]
-    scores = {"psnr": [], "ssim": [], "psnr_mean": [], "position": [], **({"lpips": []} if lpips else {})}
+    scores = {"psnr": [], "ssim": [], "psnr_mean": [], "position": []}
+    if lpips:
+        scores["lpips"] = []
     for start in range(0, len(jobs), batch):
         chunk = jobs[start:start + batch]
         video = videos[torch.tensor([i for i, _ in chunk])]                  # (b, T, 3, H, W)
@@ -105,7 +107,8 @@ def evaluate_retrieval(dit, phi, videos, cfg: Config, groups_per_video: int, bat
         got, truth = retrieve(dit, phi, video, omega, cfg, gen), true_frames(video, omega, cfg)
         scores["psnr"].append(psnr(got, truth).flatten())
         scores["ssim"].append(ssim(got, truth).flatten())
-        scores["psnr_mean"].append(psnr(posterior_mean(dit, phi, video, omega, cfg, generator=mean_gen), truth).flatten())
+        mean = posterior_mean(dit, phi, video, omega, cfg, generator=mean_gen)   # (b, k*vt, 3, H, W)
+        scores["psnr_mean"].append(psnr(mean, truth).flatten())
         if lpips:
             scores["lpips"].append(lpips(got, truth).flatten())
         scores["position"].append(omega.repeat_interleave(cfg.vae_time, dim=1).flatten())
@@ -249,7 +252,8 @@ def train(cfg: Config, out: str, data=None, quiet: bool = False, position: int =
         book.close(final, summary)
         say(f"done in {summary['wall_seconds'] / 60:.1f} min: val retrieval PSNR {final['psnr']:.2f} dB "
             f"(first/middle/last third {final['psnr_first']:.2f}/{final['psnr_middle']:.2f}/{final['psnr_last']:.2f}), "
-            f"SSIM {final['ssim']:.3f}, {n_memory} memory tokens; the DiT's posterior mean {final['psnr_mean']:.2f} dB")
+            f"SSIM {final['ssim']:.3f}, {n_memory} memory tokens; "
+            f"the DiT's posterior mean {final['psnr_mean']:.2f} dB")
         say(f"no network: the history's mean frame {floor['mean_frame']:.2f} dB, the video pooled {cfg.rate} and blown "
             f"back up {floor['pooled']:.2f} dB" + ("" if ceiling is None else f"; the pca latent's ceiling {ceiling:.2f} dB"))
         say(f"wrote {out}/summary.json, {out}/retrieval.png, {out}/ckpt.pt")
